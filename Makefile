@@ -1,0 +1,71 @@
+# humigraph: `make demo` runs the whole stack on embedded defaults, `make test` runs every test.
+# Both install what they need first (see `make setup`).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+PORT ?=
+CHIP ?= auto
+FIRMWARE ?=
+CONFIG ?=
+
+.PHONY: setup test lint pytest demo flash console bench clean mosquitto need-mosquitto
+
+setup: $(STAMP) mosquitto
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "humigraph needs Python >= 3.10 as '$(PYTHON)'; install it or run make PYTHON=python3.11"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	  { echo "could not create $(VENV): install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[board,demo,dev]'
+	@touch $@
+
+# Debian's mosquitto: installed when missing and we are root, otherwise we say what to install.
+mosquitto:
+	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's mosquitto and mosquitto-clients"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  else \
+	    echo "note: mosquitto is missing and we are not root; the demo falls back to the embedded amqtt broker."; \
+	    echo "      For the tests install it: sudo apt-get install mosquitto mosquitto-clients"; \
+	  fi; \
+	fi
+
+need-mosquitto: mosquitto
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { echo "make test needs mosquitto: sudo apt-get install mosquitto mosquitto-clients"; exit 1; }
+
+test: setup need-mosquitto lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check host tests tools
+	$(BIN)/ruff format --check host tests tools
+	cd firmware && ../$(BIN)/pyright --typeshedpath "$$(../$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" --pythonpath ../$(PY) .
+	$(BIN)/vermin --target=3.10- --no-tips --violations --eval-annotations host/humigraph
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/humigraph demo
+
+flash: setup
+	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0 [CHIP=esp32] [FIRMWARE=image.bin] [CONFIG=config.json]"; exit 2; }
+	$(BIN)/humigraph flash --port $(PORT) --chip $(CHIP) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(CONFIG),--config $(CONFIG))
+
+console: setup
+	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/humigraph console --port $(PORT)
+
+bench: setup
+	$(BIN)/humigraph bench firmware
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output

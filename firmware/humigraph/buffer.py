@@ -1,0 +1,239 @@
+# The reading buffer: nothing leaves it before the broker's PUBACK.
+#
+# Fresh readings are staged in RTC memory (survives resets, watchdog and deep sleep, costs no flash
+# wear). A reading that is not acknowledged by the time `batch` of them have piled up goes to flash,
+# appended to segment files of _SEG records each: appends program erased flash without an erase,
+# and a whole segment is deleted once every record in it is acknowledged. The flash part is a
+# bounded ring: past `max` readings the oldest segment goes and the loss is counted.
+#
+# Records are fixed-size binary structs, never strings in RAM:
+#   boot u32 | seq u32 | ts s u32 (0: no clock yet) | ts ms u16 | up u32 ms | t i16 0.1 °C |
+#   rh u16 0.1 % | err u8 | sensor u8
+# Times are integers because the ESP32's single-precision floats cannot hold a Unix time.
+import os
+import struct
+
+from micropython import const
+
+from . import log
+
+REC = const(24)
+_FMT = "<IIIHIhHBB"
+_SEG = const(64)  # records per segment file: 1536 bytes, under half a 4 KiB flash sector
+_CUR = "<IIII"    # cursor file: magic, head, tail, dropped
+_MAGIC = const(0x48474231)  # "HGB1"
+_CUR_EVERY = const(16)  # persist the read cursor every N flash acks (a lost cursor only replays)
+# RTC block: magic, boot, next seq, flags, staged count; then the staged records
+_RTC_HDR = "<IIIHH"
+_RTC_HDR_LEN = const(16)
+_RTC_MAGIC = const(0x48475231)  # "HGR1"
+FLAG_NTP = const(1)
+
+
+def unpack(buf):
+    """(boot, seq, ts_s, ts_ms, up, t, rh, err, sensor) of one record."""
+    return struct.unpack_from(_FMT, buf, 0)
+
+
+class Buffer:
+    def __init__(self, max_records=2000, batch=8, path="buf", rtc=None):
+        self.path = path
+        self.batch = batch
+        self.max = max_records
+        self.rtc = rtc
+        self.blk = bytearray(_RTC_HDR_LEN + batch * REC)  # mirrors RTC memory
+        self.stage = memoryview(self.blk)[_RTC_HDR_LEN:]
+        self.nstage = 0
+        self.boot = 0
+        self.seq = 0
+        self.flags = 0
+        self.head = 0  # index of the oldest unacknowledged record on flash
+        self.tail = 0  # one past the newest record on flash
+        self.dropped = 0
+        self.writes = 0  # flash appends, for the benchmark and `meta`
+        self._acks = 0
+        self._rf = None  # open segment for replay reads
+        self._rseg = -1
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+        self._load_cursor()
+
+    # --- RTC memory ------------------------------------------------------------------------
+    def restore_rtc(self):
+        """After a reset that kept RTC memory: True when boot/seq/staged readings were recovered."""
+        if self.rtc is None:
+            return False
+        data = self.rtc.memory()
+        if len(data) < _RTC_HDR_LEN:
+            return False
+        magic, boot, seq, flags, n = struct.unpack_from(_RTC_HDR, data, 0)
+        if magic != _RTC_MAGIC or len(data) < _RTC_HDR_LEN + n * REC:
+            return False
+        self.boot, self.seq, self.flags = boot, seq, flags
+        # A smaller batch after a config change: spill what does not fit straight to flash.
+        keep = min(n, self.batch)
+        if n > keep:
+            self._append(memoryview(data)[_RTC_HDR_LEN:_RTC_HDR_LEN + (n - keep) * REC], n - keep)
+        start = _RTC_HDR_LEN + (n - keep) * REC
+        self.stage[: keep * REC] = data[start:start + keep * REC]
+        self.nstage = keep
+        return True
+
+    def save_rtc(self):
+        if self.rtc is not None:
+            struct.pack_into(_RTC_HDR, self.blk, 0, _RTC_MAGIC, self.boot, self.seq, self.flags,
+                             self.nstage)
+            self.rtc.memory(self.blk[: _RTC_HDR_LEN + self.nstage * REC])
+
+    # --- flash -----------------------------------------------------------------------------
+    def _seg(self, i):
+        return "%s/%d" % (self.path, i // _SEG)
+
+    def _load_cursor(self):
+        try:
+            with open(self.path + "/cur", "rb") as f:
+                magic, head, tail, dropped = struct.unpack(_CUR, f.read(16))
+            if magic != _MAGIC or head > tail:
+                raise ValueError
+            self.head, self.tail, self.dropped = head, tail, dropped
+        except (OSError, ValueError):
+            self.head = self.tail = -1
+        # The files are the truth for the tail (an append may have landed after the last cursor
+        # write) and for the head when the cursor is missing.
+        segs = []
+        for name in os.listdir(self.path):
+            if name.isdigit():
+                segs.append(int(name))
+        if not segs:
+            self.head = self.tail = max(self.tail, 0)
+            return
+        segs.sort()
+        last = segs[-1]
+        size = os.stat("%s/%d" % (self.path, last))[6]
+        if size % REC:  # a torn append: drop the partial record
+            self._truncate(last, size - size % REC)
+            size -= size % REC
+        self.tail = last * _SEG + size // REC
+        if self.head < segs[0] * _SEG or self.head > self.tail:
+            self.head = segs[0] * _SEG
+        n = self.pending_flash()
+        if n:
+            log.info("buffer", "%d readings on flash waiting for the broker" % n)
+
+    def _truncate(self, seg, size):
+        name = "%s/%d" % (self.path, seg)
+        with open(name, "rb") as f:
+            data = f.read(size)
+        with open(name, "wb") as f:
+            f.write(data)
+
+    def _save_cursor(self):
+        with open(self.path + "/cur.new", "wb") as f:
+            f.write(struct.pack(_CUR, _MAGIC, self.head, self.tail, self.dropped))
+        os.rename(self.path + "/cur.new", self.path + "/cur")
+        self._acks = 0
+
+    def _append(self, mv, n):
+        # Appends n packed records; splits at segment boundaries.
+        i = 0
+        while i < n:
+            room = _SEG - self.tail % _SEG
+            k = min(room, n - i)
+            with open(self._seg(self.tail), "ab") as f:
+                f.write(mv[i * REC:(i + k) * REC])
+            self.tail += k
+            i += k
+        self.writes += 1
+        # Bounded ring: the oldest whole segment goes once `max` readings would remain without it,
+        # and the loss is counted.
+        while self.tail - self.head >= self.max + _SEG:
+            first = self.head // _SEG
+            nxt = (first + 1) * _SEG
+            lost = min(nxt, self.tail) - self.head
+            self.dropped += lost
+            self._drop_seg(first)
+            self.head = nxt
+            log.warn("buffer", "full (%d readings): dropped the %d oldest, %d lost so far"
+                     % (self.tail - self.head + lost, lost, self.dropped))
+        self._save_cursor()
+
+    def _drop_seg(self, seg):
+        if self._rseg == seg:
+            self._rf.close()
+            self._rf = None
+            self._rseg = -1
+        try:
+            os.remove("%s/%d" % (self.path, seg))
+        except OSError:
+            pass
+
+    def pending_flash(self):
+        return self.tail - self.head
+
+    def pending(self):
+        return self.tail - self.head + self.nstage
+
+    # --- the interface the app uses --------------------------------------------------------
+    def add(self, ts_s, ts_ms, up, t, rh, err, sensor):
+        """Stages one reading under the next (boot, seq); returns its seq."""
+        if self.nstage == self.batch:
+            self.flush()
+        struct.pack_into(_FMT, self.stage, self.nstage * REC, self.boot, self.seq, ts_s, ts_ms,
+                         up & 0xFFFFFFFF, t, rh, err, sensor)
+        self.nstage += 1
+        self.seq += 1
+        self.save_rtc()
+        return self.seq - 1
+
+    def flush(self):
+        """Moves every staged reading to flash (before deep sleep with a full stage, or a batch)."""
+        if self.nstage:
+            self._append(self.stage, self.nstage)
+            self.nstage = 0
+            self.save_rtc()
+
+    def peek(self, k, out):
+        """Copies the k-th oldest unacknowledged record into `out` (a REC-byte buffer)."""
+        nf = self.tail - self.head
+        if k < nf:
+            i = self.head + k
+            seg = i // _SEG
+            if seg != self._rseg:
+                if self._rf:
+                    self._rf.close()
+                self._rf = open(self._seg(i), "rb")
+                self._rseg = seg
+            self._rf.seek((i % _SEG) * REC)
+            if self._rf.readinto(out) != REC:
+                raise OSError("buffer segment %d is short" % seg)
+        else:
+            k -= nf
+            out[:] = self.stage[k * REC:(k + 1) * REC]
+
+    def ack(self, n=1):
+        """The n oldest records were acknowledged by the broker."""
+        for _ in range(n):
+            if self.tail > self.head:
+                self.head += 1
+                self._acks += 1
+                if self.head % _SEG == 0:
+                    self._drop_seg(self.head // _SEG - 1)
+                    self._save_cursor()
+                elif self.head == self.tail or self._acks >= _CUR_EVERY:
+                    self._save_cursor()
+                if self.head == self.tail and self.tail % _SEG:
+                    # Everything acknowledged: start the next append in a fresh segment file.
+                    self._drop_seg(self.head // _SEG)
+                    self.head = self.tail = (self.tail // _SEG + 1) * _SEG
+                    self._save_cursor()
+            elif self.nstage:
+                self.nstage -= 1
+                self.stage[: self.nstage * REC] = self.stage[REC:(self.nstage + 1) * REC]
+        self.save_rtc()
+
+    def sync(self):
+        """Persists the read cursor (before a reboot or deep sleep)."""
+        self._save_cursor()
+        self.save_rtc()

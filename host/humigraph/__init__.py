@@ -1,0 +1,3 @@
+"""humigraph host toolkit: virtual boards, board tools, world simulator, gateway and model."""
+
+__version__ = "0.1.0"
