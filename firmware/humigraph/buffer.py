@@ -1,10 +1,12 @@
 # The reading buffer: nothing leaves it before the broker's PUBACK.
 #
 # Fresh readings are staged in RTC memory (survives resets, watchdog and deep sleep, costs no flash
-# wear). A reading that is not acknowledged by the time `batch` of them have piled up goes to flash,
-# appended to segment files of _SEG records each: appends program erased flash without an erase,
-# and a whole segment is deleted once every record in it is acknowledged. The flash part is a
-# bounded ring: past `max` readings the oldest segment goes and the loss is counted.
+# wear): while the broker is connected their PUBACK comes within milliseconds and they never touch
+# flash. The app calls flush() when the link is down (and the stage also flushes when `batch`
+# readings pile up unacknowledged), appending them to segment files of _SEG records each: an append
+# programs erased flash without an erase, and a whole segment is deleted once every record in it is
+# acknowledged. The flash part is a bounded ring: past `max` readings the oldest segment goes and
+# the loss is counted.
 #
 # Records are fixed-size binary structs, never strings in RAM:
 #   boot u32 | seq u32 | ts s u32 (0: no clock yet) | ts ms u16 | up u32 ms | t i16 0.1 °C |

@@ -11,10 +11,10 @@ def discovery(cfg, base, model):
         exp += int(cfg["sleep"]["awake"])
     uid = "humigraph_" + dev.replace("-", "_")
 
-    def sensor(key, cls, unit):
+    def sensor(key, cls, unit, name):
         return {
             "p": "sensor",
-            "name": cls.capitalize(),
+            "name": name,
             "device_class": cls,
             "state_class": "measurement",
             "unit_of_measurement": unit,
@@ -28,8 +28,8 @@ def discovery(cfg, base, model):
                 "sa": cfg["site"]},
         "o": {"name": "humigraph", "sw": VERSION},
         "cmps": {
-            uid + "_t": sensor("t", "temperature", "°C"),
-            uid + "_rh": sensor("rh", "humidity", "%"),
+            uid + "_t": sensor("t", "temperature", "°C", "Temperature"),
+            uid + "_rh": sensor("rh", "humidity", "%", "Humidity"),
         },
         "state_topic": base + "/state",
         "availability_topic": base + "/status",

@@ -8,7 +8,7 @@ import time
 import asyncio
 from micropython import const
 
-from . import log
+from . import log, unload
 
 OK = const(0)
 TIMEOUT = const(1)
@@ -19,18 +19,6 @@ ERRORS = (None, "timeout", "checksum", "implausible", "not_ready")
 
 _WARMUP_MS = const(1500)  # no reads this soon after power-up or wake (datasheet: >1 s)
 _HINT_EVERY = const(30)   # repeat a fix-it hint every N failures of a streak
-
-_HINTS = (
-    None,
-    "no response from the sensor: check the data wire is on GPIO%d, 3.3 V and GND are connected, "
-    "and a 4.7-10 kOhm pull-up joins data and 3.3 V",
-    "corrupted bits: shorten the cable (DHT22 under ~20 m, DHT11 under ~5 m), use a 4.7 kOhm "
-    "pull-up on GPIO%d, keep the cable away from mains wiring",
-    "impossible value from the sensor on GPIO%d: check sensor.model matches the part "
-    "(DHT11 is blue, DHT22/AM2302 white) or replace the sensor",
-    "sensor on GPIO%d could not be set up",
-)
-
 
 def decode(model, b):
     # b: the 5 raw bytes (checksum already verified). Returns (t, rh) in 0.1 units as ints.
@@ -113,7 +101,7 @@ class Sensor:
             return CHECKSUM
         t, rh = decode(self.model, d.buf)
         if not plausible(self.model, t, rh):
-            self._bad = (t, rh)
+            self.bad = (t, rh)
             return IMPLAUSIBLE
         self.t = t
         self.rh = rh
@@ -127,10 +115,10 @@ class Sensor:
             return
         self.errors[err] += 1
         if self.streak % _HINT_EVERY == 0:
-            what = ERRORS[err]
-            if err == IMPLAUSIBLE:
-                what += " (t=%d.%d rh=%d.%d)" % (self._bad[0] // 10, abs(self._bad[0]) % 10,
-                                                 self._bad[1] // 10, self._bad[1] % 10)
-            log.warn("sensor", "%s on GPIO%d: %s; %s" % (self.model.upper(), self.pin, what,
-                                                         _HINTS[err] % self.pin))
+            # The fix-it texts are long: loaded for the line, then dropped from RAM.
+            from .hints import sensor_hint
+
+            log.warn("sensor", sensor_hint(self, err))
+            sensor_hint = None
+            unload("hints")
         self.streak += 1

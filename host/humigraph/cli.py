@@ -20,6 +20,7 @@ from .errors import HumigraphError
 _COMMAND_MODULES = (
     "humigraph.board.commands",
     "humigraph.demo",
+    "humigraph.bench",
 )
 
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="humigraph: DHT sensors on ESP32 boards, an edge gateway and a site reasoning model.",
     )
     parser.add_argument("--version", action="version", version=f"humigraph {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:

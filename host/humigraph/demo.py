@@ -69,8 +69,10 @@ class LiveView:
                 pass
 
     def render(self) -> str:
-        rows = [f"{'board':<12} {'status':<8} {'temp °C':>8} {'RH %':>6} {'boot':>5} {'seq':>6} "
-                f"{'readings':>8} {'failed':>6} {'free heap':>9}"]
+        rows = [
+            f"{'board':<12} {'status':<8} {'temp °C':>8} {'RH %':>6} {'boot':>5} {'seq':>6} "
+            f"{'readings':>8} {'failed':>6} {'free heap':>9}"
+        ]
         with self.lock:
             for dev in sorted(self.boards):
                 b = self.boards[dev]
@@ -103,11 +105,16 @@ def run_demo(duration: float | None = None, interval: float = 2.0, out: TextIO =
         print(f"broker: {kind} on {broker.url}", file=out)
         source = DailyCycleSource(seed=1)
         for dev, sensor in DEMO_BOARDS:
-            b = VirtualBoard(dev, "home", broker.url, sensor=sensor, interval=interval, source=source)
+            b = VirtualBoard(
+                dev, "home", broker.url, sensor=sensor, interval=interval, source=source
+            )
             b.start()
             boards.append(b)
-            print(f"board {dev}: {sensor.upper()}, real firmware on the MicroPython unix port, "
-                  f"64 KiB heap, flash in {b.flash_dir}", file=out)
+            print(
+                f"board {dev}: {sensor.upper()}, real firmware on the MicroPython unix port, "
+                f"64 KiB heap, flash in {b.flash_dir}",
+                file=out,
+            )
         view = LiveView(broker.port, "home")
         print(f"watch it yourself: mosquitto_sub -p {broker.port} -t 'humigraph/#' -v", file=out)
         print("Ctrl-C stops everything.\n", file=out)
@@ -152,5 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "their readings live until Ctrl-C.",
     )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--interval", type=float, default=2.0, help="board reading interval in s (default 2)")
+    p.add_argument(
+        "--interval", type=float, default=2.0, help="board reading interval in s (default 2)"
+    )
     p.set_defaults(func=_cmd_demo)

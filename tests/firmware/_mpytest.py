@@ -7,19 +7,19 @@
 #     if __name__ == "__main__":
 #         _mpytest.main(globals())
 #
-# Each test runs in definition order; failures print the test name and traceback; the last line
+# Tests run in name order; failures print the test name and traceback; the last line
 # is "N passed, M failed" and the exit status is 1 if anything failed. Also works under CPython.
 import sys
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
-# Make `import humigraph...` resolve to firmware/ and keep the frozen asyncio importable even when
-# MICROPYPATH replaced the default path (that drops ".frozen"). Never on CPython: there the name
-# `humigraph` is the host package.
+# Make `import humigraph...` resolve to firmware/ (appended: a MICROPYPATH entry, e.g. a directory of
+# mpy-cross output, still wins) and keep the frozen asyncio importable even when MICROPYPATH replaced
+# the default path (that drops ".frozen"). Never on CPython: there `humigraph` is the host package.
 if MICROPYTHON:
     _fw = (__file__.rpartition("/")[0] or ".") + "/../../firmware"
     if _fw not in sys.path:
-        sys.path.insert(0, _fw)
+        sys.path.append(_fw)
     if ".frozen" not in sys.path:
         sys.path.append(".frozen")
 
@@ -30,12 +30,12 @@ def raises(exc, fn, *args, **kw):
         fn(*args, **kw)
     except exc as e:
         return e
-    raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc.__name__))
+    raise AssertionError("{} did not raise {}".format(getattr(fn, "__name__", fn), exc.__name__))
 
 
 def eq(got, want, what=""):
     if got != want:
-        raise AssertionError("%s\n  got:  %r\n  want: %r" % (what, got, want))
+        raise AssertionError(f"{what}\n  got:  {got!r}\n  want: {want!r}")
 
 
 def _print_exc(e):
@@ -51,6 +51,7 @@ def _print_exc(e):
 def run(tests, only=None):
     # tests: dict (a module's globals()) -> (passed, failed)
     names = [n for n in tests if n.startswith("test_") and callable(tests[n])]
+    names.sort()  # a module dict has no definition order on MicroPython
     if only:
         names = [n for n in names if only in n]
     passed = failed = 0
@@ -69,7 +70,7 @@ def run(tests, only=None):
             failed += 1
             print("FAIL", name)
             _print_exc(e)
-    print("%d passed, %d failed" % (passed, failed))
+    print(f"{passed} passed, {failed} failed")
     return passed, failed
 
 
@@ -80,14 +81,38 @@ def main(tests):
         sys.exit(1)
 
 
-def firmware_module(name):
+def firmware_module(name, until=None):
     # "humigraph.mqtt" -> that firmware module. On CPython the file is loaded by path under a
     # private name (the host toolkit owns `humigraph`), with a stand-in `micropython.const`.
+    # until="marker" (MicroPython only): compile just the source before the first line starting
+    # with marker, for a test of a self-contained leading section (e.g. a pure protocol layer) of
+    # a module whose whole source needs more heap to compile than the 64 KiB test heap has.
     if MICROPYTHON:
-        mod = __import__(name)
-        for part in name.split(".")[1:]:
-            mod = getattr(mod, part)
-        return mod
+        if until is None:
+            mod = __import__(name)
+            for part in name.split(".")[1:]:
+                mod = getattr(mod, part)
+            return mod
+        # Copied line by line to a temp module and imported from there: compiling from a file
+        # never holds the source text in the heap.
+        import os
+        import time
+
+        tmp = os.getenv("HUMIGRAPH_TEST_TMP") or "/tmp"
+        key = f"_section_{time.ticks_us()}"
+        # (two nested `with`s: MicroPython has no parenthesised context managers)
+        with open(_fw + "/" + name.replace(".", "/") + ".py") as src:  # noqa: SIM117
+            with open(f"{tmp}/{key}.py", "w") as dst:
+                for line in src:
+                    if line.startswith(until):
+                        break
+                    dst.write(line)
+        sys.path.insert(0, tmp)
+        try:
+            return __import__(key)
+        finally:
+            sys.path.remove(tmp)
+            os.remove(f"{tmp}/{key}.py")
     import importlib.util
     import os
     import types
@@ -99,7 +124,9 @@ def firmware_module(name):
     key = "_firmware_" + name.replace(".", "_")
     if key not in sys.modules:
         root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "firmware")
-        spec = importlib.util.spec_from_file_location(key, os.path.join(root, *name.split(".")) + ".py")
+        spec = importlib.util.spec_from_file_location(
+            key, os.path.join(root, *name.split(".")) + ".py"
+        )
         mod = importlib.util.module_from_spec(spec)
         sys.modules[key] = mod
         spec.loader.exec_module(mod)

@@ -28,20 +28,29 @@ class Message:
 class Collector:
     """Subscribes to ``topics`` on a broker and keeps every message, in arrival order."""
 
-    def __init__(self, port: int, topics: list[str], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, topics: list[str], host: str = "127.0.0.1", persistent: bool = True
+    ) -> None:
+        """``persistent``: a persistent QoS 1 session, so that messages published while the broker
+        restarts are queued for us instead of lost (like the gateway)."""
         self.messages: list[Message] = []
         self._cv = threading.Condition()
         self._topics = topics
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{uuid.uuid4().hex[:8]}"
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+            clean_session=not persistent,
         )
+        self._client.reconnect_delay_set(0.2, 2)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.connect(host, port, keepalive=10)
         self._client.loop_start()
         self.wait_subscribed()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         for t in self._topics:
             client.subscribe(t, qos=1)
         with self._cv:
@@ -79,7 +88,9 @@ class Collector:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     tail = [f"{m.topic} {m.payload[:120]!r}" for m in self.messages[-8:]]
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {tail}")
+                    raise AssertionError(
+                        f"timed out after {timeout} s waiting for {what}; last: {tail}"
+                    )
                 self._cv.wait(min(left, 0.5))
 
     def readings(self, dev: str | None = None) -> list[dict[str, Any]]:
