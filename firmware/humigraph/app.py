@@ -2,7 +2,6 @@
 # watchdog. Sampling never waits on the network: readings go to the buffer, the publisher drains
 # it whenever the broker is reachable, and a reading leaves the buffer only on its PUBACK.
 import gc
-import json
 import time
 
 import asyncio
@@ -53,7 +52,6 @@ class App:
         self.base = "%s/%s/%s" % (cfg["mqtt"]["prefix"], cfg["site"], dev)
         self.t_state = self.base + "/state"
         self.t_status = self.base + "/status"
-        self.t_cmd = self.base + "/cmd"
         self.interval_ms = int(s["interval"] * 1000)
         self.sensor = Sensor(s["model"], s["pin"])
         self.model_code = _MODELS.index(s["model"])
@@ -195,7 +193,7 @@ class App:
             else:
                 t0 = time.ticks_ms()
                 try:
-                    await self._on_connect(mq)
+                    await self.on_connect()
                 except Exception as e:  # OSError, or MQTTError for a refused subscription
                     log.warn("mqtt", "setup after connect failed: %r" % e)
                     mq.close()
@@ -216,48 +214,25 @@ class App:
             await asyncio.sleep_ms(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_MS)
 
-    async def _on_connect(self, mq):
-        if not self.buf.flags & FLAG_NTP:
-            self.ntp()
-        m = self.cfg["mqtt"]
-        log.info("mqtt", "connected to %s:%d as humigraph-%s; %d readings to send"
-                 % (m["host"], m["port"], self.cfg["device"], self.buf.pending()))
-        await mq.publish(self.t_status, "online", retain=True, qos=1)
-        await mq.subscribe(self.t_cmd, 1)
-        if self.cfg["ha"]["discovery"]:
-            await mq.subscribe(self.cfg["ha"]["prefix"] + "/status", 1)
-            await self.announce()
-        else:
-            await self.publish_meta()
+    async def on_connect(self):
+        from . import info
 
-    async def announce(self):
-        if self.cfg["ha"]["discovery"]:
-            from .ha import discovery
+        try:
+            await info.on_connect(self)
+        finally:
+            info = None
+            unload("info")
 
-            topic = "%s/device/%s/config" % (self.cfg["ha"]["prefix"], self.cfg["device"])
-            msg = discovery(self.cfg, self.base, self.cfg["sensor"]["model"])
-            discovery = None
-            unload("ha")
-            await self.mq.publish(topic, msg, retain=True, qos=1)
-        await self.publish_meta()
+    async def publish_meta(self, announce=False):
+        # meta (and Home Assistant discovery with announce) are built rarely: loaded on demand
+        if self.mq.isconnected():
+            from . import info
 
-    def meta(self):
-        s, sn, b = self.cfg["sensor"], self.sensor, self.buf
-        e = sn.errors
-        return json.dumps({
-            "fw": VERSION, "sensor": s["model"], "pin": s["pin"], "interval": s["interval"],
-            "reset": _RESETS.get(self.cause, "unknown"), "free": gc.mem_free(),
-            "heap_peak": self.heap_peak,
-            "buffered": b.pending(), "dropped": b.dropped, "rssi": self.wifi.rssi() if self.wifi else None,
-            "boot": b.boot, "reads": sn.reads,
-            "errors": {"timeout": e[1], "checksum": e[2], "implausible": e[3], "not_ready": e[4]},
-            "flash_writes": b.writes, "deep_sleep": self.cfg["sleep"]["deep"],
-            "ntp": bool(b.flags & FLAG_NTP),
-        })
-
-    async def publish_meta(self):
-        if self.mq and self.mq.isconnected():
-            await self.mq.publish(self.base + "/meta", self.meta(), retain=True, qos=1)
+            try:
+                await info.publish(self, announce)
+            finally:
+                info = None
+                unload("info")
 
     async def _publisher(self):
         rec = self.rec
@@ -293,7 +268,7 @@ class App:
             msg, retained = self.cmds.pop(0)
             if msg == "__ha":
                 await asyncio.sleep_ms(500)  # let Home Assistant subscribe first
-                await self.announce()
+                await self.publish_meta(True)
                 continue
             from . import cmds
 

@@ -3,7 +3,7 @@
 # Fresh readings are staged in RTC memory (survives resets, watchdog and deep sleep, costs no flash
 # wear): while the broker is connected their PUBACK comes within milliseconds and they never touch
 # flash. The app calls flush() when the link is down (and the stage also flushes when `batch`
-# readings pile up unacknowledged), appending them to segment files of _SEG records each: an append
+# readings pile up unacknowledged), appending them to segment files of SEG records each: an append
 # programs erased flash without an erase, and a whole segment is deleted once every record in it is
 # acknowledged. The flash part is a bounded ring: past `max` readings the oldest segment goes and
 # the loss is counted.
@@ -17,18 +17,18 @@ import struct
 
 from micropython import const
 
-from . import log
+from . import log, unload
 
 REC = const(24)
 _FMT = "<IIIHIhHBB"
-_SEG = const(64)  # records per segment file: 1536 bytes, under half a 4 KiB flash sector
-_CUR = "<IIII"    # cursor file: magic, head, tail, dropped
-_MAGIC = const(0x48474231)  # "HGB1"
+SEG = const(64)  # records per segment file: 1536 bytes, under half a 4 KiB flash sector
+CUR = "<IIII"    # cursor file: magic, head, tail, dropped
+MAGIC = const(0x48474231)  # "HGB1"
 _CUR_EVERY = const(16)  # persist the read cursor every N flash acks (a lost cursor only replays)
 # RTC block: magic, boot, next seq, flags, staged count; then the staged records
-_RTC_HDR = "<IIIHH"
-_RTC_HDR_LEN = const(16)
-_RTC_MAGIC = const(0x48475231)  # "HGR1"
+RTC_HDR = "<IIIHH"
+RTC_HDR_LEN = const(16)
+RTC_MAGIC = const(0x48475231)  # "HGR1"
 FLAG_NTP = const(1)
 
 
@@ -43,8 +43,8 @@ class Buffer:
         self.batch = batch
         self.max = max_records
         self.rtc = rtc
-        self.blk = bytearray(_RTC_HDR_LEN + batch * REC)  # mirrors RTC memory
-        self.stage = memoryview(self.blk)[_RTC_HDR_LEN:]
+        self.blk = bytearray(RTC_HDR_LEN + batch * REC)  # mirrors RTC memory
+        self.stage = memoryview(self.blk)[RTC_HDR_LEN:]
         self.nstage = 0
         self.boot = 0
         self.seq = 0
@@ -60,80 +60,37 @@ class Buffer:
             os.mkdir(path)
         except OSError:
             pass
-        self._load_cursor()
+        # Boot-only code lives in its own module, dropped from RAM once the buffer is open.
+        from .bufboot import load_cursor
+
+        load_cursor(self)
+        load_cursor = None
+        unload("bufboot")
 
     # --- RTC memory ------------------------------------------------------------------------
     def restore_rtc(self):
         """After a reset that kept RTC memory: True when boot/seq/staged readings were recovered."""
-        if self.rtc is None:
-            return False
-        data = self.rtc.memory()
-        if len(data) < _RTC_HDR_LEN:
-            return False
-        magic, boot, seq, flags, n = struct.unpack_from(_RTC_HDR, data, 0)
-        if magic != _RTC_MAGIC or len(data) < _RTC_HDR_LEN + n * REC:
-            return False
-        self.boot, self.seq, self.flags = boot, seq, flags
-        # A smaller batch after a config change: spill what does not fit straight to flash.
-        keep = min(n, self.batch)
-        if n > keep:
-            self._append(memoryview(data)[_RTC_HDR_LEN:_RTC_HDR_LEN + (n - keep) * REC], n - keep)
-        start = _RTC_HDR_LEN + (n - keep) * REC
-        self.stage[: keep * REC] = data[start:start + keep * REC]
-        self.nstage = keep
-        return True
+        from .bufboot import restore_rtc
+
+        try:
+            return restore_rtc(self)
+        finally:
+            restore_rtc = None
+            unload("bufboot")
 
     def save_rtc(self):
         if self.rtc is not None:
-            struct.pack_into(_RTC_HDR, self.blk, 0, _RTC_MAGIC, self.boot, self.seq, self.flags,
+            struct.pack_into(RTC_HDR, self.blk, 0, RTC_MAGIC, self.boot, self.seq, self.flags,
                              self.nstage)
-            self.rtc.memory(self.blk[: _RTC_HDR_LEN + self.nstage * REC])
+            self.rtc.memory(self.blk[: RTC_HDR_LEN + self.nstage * REC])
 
     # --- flash -----------------------------------------------------------------------------
     def _seg(self, i):
-        return "%s/%d" % (self.path, i // _SEG)
-
-    def _load_cursor(self):
-        try:
-            with open(self.path + "/cur", "rb") as f:
-                magic, head, tail, dropped = struct.unpack(_CUR, f.read(16))
-            if magic != _MAGIC or head > tail:
-                raise ValueError
-            self.head, self.tail, self.dropped = head, tail, dropped
-        except (OSError, ValueError):
-            self.head = self.tail = -1
-        # The files are the truth for the tail (an append may have landed after the last cursor
-        # write) and for the head when the cursor is missing.
-        segs = []
-        for name in os.listdir(self.path):
-            if name.isdigit():
-                segs.append(int(name))
-        if not segs:
-            self.head = self.tail = max(self.tail, 0)
-            return
-        segs.sort()
-        last = segs[-1]
-        size = os.stat("%s/%d" % (self.path, last))[6]
-        if size % REC:  # a torn append: drop the partial record
-            self._truncate(last, size - size % REC)
-            size -= size % REC
-        self.tail = last * _SEG + size // REC
-        if self.head < segs[0] * _SEG or self.head > self.tail:
-            self.head = segs[0] * _SEG
-        n = self.pending_flash()
-        if n:
-            log.info("buffer", "%d readings on flash waiting for the broker" % n)
-
-    def _truncate(self, seg, size):
-        name = "%s/%d" % (self.path, seg)
-        with open(name, "rb") as f:
-            data = f.read(size)
-        with open(name, "wb") as f:
-            f.write(data)
+        return "%s/%d" % (self.path, i // SEG)
 
     def _save_cursor(self):
         with open(self.path + "/cur.new", "wb") as f:
-            f.write(struct.pack(_CUR, _MAGIC, self.head, self.tail, self.dropped))
+            f.write(struct.pack(CUR, MAGIC, self.head, self.tail, self.dropped))
         os.rename(self.path + "/cur.new", self.path + "/cur")
         self._acks = 0
 
@@ -141,7 +98,7 @@ class Buffer:
         # Appends n packed records; splits at segment boundaries.
         i = 0
         while i < n:
-            room = _SEG - self.tail % _SEG
+            room = SEG - self.tail % SEG
             k = min(room, n - i)
             with open(self._seg(self.tail), "ab") as f:
                 f.write(mv[i * REC:(i + k) * REC])
@@ -150,9 +107,9 @@ class Buffer:
         self.writes += 1
         # Bounded ring: the oldest whole segment goes once `max` readings would remain without it,
         # and the loss is counted.
-        while self.tail - self.head >= self.max + _SEG:
-            first = self.head // _SEG
-            nxt = (first + 1) * _SEG
+        while self.tail - self.head >= self.max + SEG:
+            first = self.head // SEG
+            nxt = (first + 1) * SEG
             lost = min(nxt, self.tail) - self.head
             self.dropped += lost
             self._drop_seg(first)
@@ -201,13 +158,13 @@ class Buffer:
         nf = self.tail - self.head
         if k < nf:
             i = self.head + k
-            seg = i // _SEG
+            seg = i // SEG
             if seg != self._rseg:
                 if self._rf:
                     self._rf.close()
                 self._rf = open(self._seg(i), "rb")
                 self._rseg = seg
-            self._rf.seek((i % _SEG) * REC)
+            self._rf.seek((i % SEG) * REC)
             if self._rf.readinto(out) != REC:
                 raise OSError("buffer segment %d is short" % seg)
         else:
@@ -220,15 +177,15 @@ class Buffer:
             if self.tail > self.head:
                 self.head += 1
                 self._acks += 1
-                if self.head % _SEG == 0:
-                    self._drop_seg(self.head // _SEG - 1)
+                if self.head % SEG == 0:
+                    self._drop_seg(self.head // SEG - 1)
                     self._save_cursor()
                 elif self.head == self.tail or self._acks >= _CUR_EVERY:
                     self._save_cursor()
-                if self.head == self.tail and self.tail % _SEG:
+                if self.head == self.tail and self.tail % SEG:
                     # Everything acknowledged: start the next append in a fresh segment file.
-                    self._drop_seg(self.head // _SEG)
-                    self.head = self.tail = (self.tail // _SEG + 1) * _SEG
+                    self._drop_seg(self.head // SEG)
+                    self.head = self.tail = (self.tail // SEG + 1) * SEG
                     self._save_cursor()
             elif self.nstage:
                 self.nstage -= 1

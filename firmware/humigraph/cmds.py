@@ -59,7 +59,7 @@ async def run(app, msg, retained):
                                     "t": sn.t / 10 if err == OK else None,
                                     "rh": sn.rh / 10 if err == OK else None})
     elif cmd == "announce":
-        await app.announce()
+        await app.publish_meta(True)
         await _ack(app, cid, True, "announced")
     elif cmd == "reboot":
         await _ack(app, cid, True, "rebooting")

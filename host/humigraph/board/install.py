@@ -1,6 +1,8 @@
 """Builds the firmware as it goes onto a board: boot.py and main.py as source, the humigraph
 package compiled to .mpy with mpy-cross (a board compiling 20 KB of source at import needs more
-heap than it has; bytecode loads without the compiler)."""
+heap than it has; bytecode loads without the compiler), either as files for the board's
+filesystem or as a ROMFS image (MicroPython >= 1.25), from which the bytecode runs in place
+without being copied into the heap, as frozen modules do."""
 
 from __future__ import annotations
 
@@ -39,8 +41,30 @@ def compile_file(src: Path, dst: Path, mpy_cross: Path, march: str | None = None
         raise BoardError(f"mpy-cross failed on {src}: {r.stderr.strip() or r.stdout.strip()}")
 
 
-def build(out: Path, source: Path | None = None, *, compiled: bool = True) -> list[Path]:
-    """Writes the board's files under ``out``; returns them, relative to ``out``."""
+def build_romfs(source: Path | None = None) -> bytes:
+    """The humigraph package, compiled, as a ROMFS image (mounted at /rom on the board)."""
+    import tempfile
+
+    from mpremote.romfs import VfsRomWriter
+
+    source = source or firmware_source()
+    mpy_cross = find_mpy_cross()
+    rom = VfsRomWriter()
+    rom.opendir("humigraph")
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sorted((source / "humigraph").glob("*.py")):
+            out = Path(tmp) / (src.stem + ".mpy")
+            compile_file(src, out, mpy_cross)
+            rom.mkfile(out.name, out.read_bytes())
+    rom.closedir()
+    return bytes(rom.finalise())
+
+
+def build(
+    out: Path, source: Path | None = None, *, compiled: bool = True, package: bool = True
+) -> list[Path]:
+    """Writes the board's files under ``out``; returns them, relative to ``out``.
+    ``package=False``: boot.py and main.py only (the package comes from a ROMFS image)."""
     source = source or firmware_source()
     if not (source / "main.py").exists():
         raise BoardError(f"{source} does not look like the firmware (no main.py)")
@@ -48,6 +72,8 @@ def build(out: Path, source: Path | None = None, *, compiled: bool = True) -> li
     for name in ROOT_FILES:
         shutil.copy2(source / name, out / name)
         files.append(Path(name))
+    if not package:
+        return files
     mpy_cross = find_mpy_cross() if compiled else None
     for src in sorted((source / "humigraph").glob("*.py")):
         rel = Path("humigraph") / (src.stem + (".mpy" if compiled else ".py"))
