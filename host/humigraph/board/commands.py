@@ -116,6 +116,12 @@ def register(subparsers: Any) -> None:
         help="multiply deep-sleep durations by X (e.g. 0.1 to wake 10x sooner; default 1)",
     )
     run.add_argument(
+        "--no-romfs",
+        action="store_true",
+        help="put the humigraph package on the flash instead of a ROMFS image at /rom "
+        "(the bytecode then costs heap, as on a board without a ROMFS partition)",
+    )
+    run.add_argument(
         "--no-mpy",
         action="store_true",
         help="install the firmware package as .py source (default: compiled to .mpy, as humigraph flash does)",
@@ -165,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         micropython=args.micropython,
         on_line=echo,
         compile_firmware=not args.no_mpy,
+        romfs=not args.no_romfs,
     )
     stop = threading.Event()
     old_term = signal.signal(signal.SIGTERM, lambda *_: stop.set())
