@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -43,6 +44,20 @@ def find_mosquitto() -> str | None:
     )
 
 
+def _give_to_broker_user(path: Path) -> None:
+    # Mosquitto started as root drops to the "mosquitto" user: it must be able to write its
+    # persistence file into our directory, or retained messages and sessions die with a restart.
+    if os.geteuid() != 0:
+        return
+    try:
+        import pwd
+
+        pw = pwd.getpwnam("mosquitto")
+    except (ImportError, KeyError):
+        return
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
 class Mosquitto:
     """A private Mosquitto on 127.0.0.1 and a free port, which can be stopped, killed and restarted.
 
@@ -57,7 +72,10 @@ class Mosquitto:
         persistence: bool = True,
         extra_config: str = "",
         workdir: Path | None = None,
+        tls: bool = False,
     ) -> None:
+        """``tls``: also a TLS listener on ``tls_port`` with a fresh self-signed certificate
+        (``certfile``; needs the openssl command)."""
         exe = find_mosquitto()
         if exe is None:
             raise BrokerError(
@@ -70,7 +88,17 @@ class Mosquitto:
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="humigraph-mosquitto-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        _give_to_broker_user(self.dir)
         self.conf = self.dir / "mosquitto.conf"
+        self.tls_port: int | None = None
+        self.certfile = self.dir / "cert.pem"
+        if tls:
+            self._make_cert()
+            self.tls_port = free_port()
+            extra_config += (
+                f"\nlistener {self.tls_port} {self.host}\n"
+                f"certfile {self.certfile}\nkeyfile {self.dir / 'key.pem'}\n"
+            )
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true" if "password_file" not in extra_config else "",
@@ -87,9 +115,43 @@ class Mosquitto:
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _make_cert(self) -> None:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise BrokerError(
+                "the openssl command is needed for a TLS listener: apt-get install openssl"
+            )
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             f"/CN={self.host}", "-keyout", str(self.dir / "key.pem"), "-out", str(self.certfile)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        # A broker started as root drops to the mosquitto user before it reads them.
+        self.dir.chmod(0o755)
+        for f in ("key.pem", "cert.pem"):
+            (self.dir / f).chmod(0o644)
+
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def read_log(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing is answered (keepalive tests)."""
+        if self.proc and self.running():
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc and self.running():
+            self.proc.send_signal(signal.SIGCONT)
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         if self.proc and self.proc.poll() is None:
@@ -116,6 +178,7 @@ class Mosquitto:
     def stop(self) -> None:
         """A clean shutdown (SIGTERM): persistence is written."""
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen broker cannot act on SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -189,9 +252,17 @@ class EmbeddedBroker:
                 self._error = e
 
         self._thread = threading.Thread(target=run, name="amqtt", daemon=True)
-        self._thread.start()
-        if not wait_port(self.host, self.port, timeout):
-            raise BrokerError(f"the embedded broker did not start: {self._error}")
+        # Our readiness probe connects without speaking MQTT; amqtt logs that as an error.
+        amqtt_log = logging.getLogger("amqtt")
+        level = amqtt_log.level
+        amqtt_log.setLevel(logging.CRITICAL)
+        try:
+            self._thread.start()
+            if not wait_port(self.host, self.port, timeout):
+                raise BrokerError(f"the embedded broker did not start: {self._error}")
+            time.sleep(0.2)
+        finally:
+            amqtt_log.setLevel(level)
         return self
 
     def stop(self) -> None:

