@@ -173,6 +173,7 @@ class Buffer:
 
     def ack(self, n=1):
         """The n oldest records were acknowledged by the broker."""
+        staged = False
         for _ in range(n):
             if self.tail > self.head:
                 self.head += 1
@@ -190,7 +191,9 @@ class Buffer:
             elif self.nstage:
                 self.nstage -= 1
                 self.stage[: self.nstage * REC] = self.stage[REC:(self.nstage + 1) * REC]
-        self.save_rtc()
+                staged = True
+        if staged:  # acks of flash records leave RTC memory as it is
+            self.save_rtc()
 
     def sync(self):
         """Persists the read cursor (before a reboot or deep sleep)."""

@@ -25,3 +25,11 @@ class BrokerError(HumigraphError):
 
 class SetupError(HumigraphError):
     """A required program or package is missing; the message says what to install."""
+
+
+class FlashError(BoardError):
+    """``humigraph flash`` failed: no port, wrong chip, esptool or mpremote failure, bad config."""
+
+
+class ConsoleError(BoardError):
+    """``humigraph console`` could not open or keep the serial port."""

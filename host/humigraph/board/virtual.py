@@ -1125,6 +1125,12 @@ class VirtualBoard:
             _write_atomic(self.ctl_dir / "romfs.img", image)
             self._romfs_size = len(image)
 
+    @property
+    def heap_extra_bytes(self) -> int:
+        """Heap the process gets on top of ``heap``: the shims' allowance and the ROMFS image,
+        which are ROM and flash on a real board."""
+        return SHIM_HEAP_ALLOWANCE + (self._romfs_size + 1024 if self._romfs_size else 0)
+
     def _use_romfs(self) -> bool:
         return (
             self.romfs
@@ -1234,8 +1240,7 @@ class VirtualBoard:
         )
         env.pop("MICROPYINSPECT", None)
         # The ROMFS image is flash on a real board: its bytes come on top of the heap budget.
-        rom = self._romfs_size + 1024 if self._romfs_size else 0
-        args = [str(self._mp), "-X", f"heapsize={self._heap_bytes + SHIM_HEAP_ALLOWANCE + rom}"]
+        args = [str(self._mp), "-X", f"heapsize={self._heap_bytes + self.heap_extra_bytes}"]
         if self._pump is not None:
             args.append("-i")
         args.append(str(ctl / "shims" / "_vboot.py"))
