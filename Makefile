@@ -57,8 +57,8 @@ demo: setup
 	$(BIN)/humigraph demo
 
 flash: setup
-	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0 [CHIP=esp32] [FIRMWARE=image.bin] [CONFIG=config.json]"; exit 2; }
-	$(BIN)/humigraph flash --port $(PORT) --chip $(CHIP) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(CONFIG),--config $(CONFIG))
+	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyUSB0 [CHIP=esp32] [FIRMWARE=image.bin] [CONFIG=config.json] [NO_CONSOLE=1]"; exit 2; }
+	$(BIN)/humigraph flash --port $(PORT) --chip $(CHIP) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(CONFIG),--config $(CONFIG)) $(if $(NO_CONSOLE),--no-console)
 
 console: setup
 	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }

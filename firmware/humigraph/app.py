@@ -23,10 +23,10 @@ _BOOTCOUNT = ".boot"
 # The ESP32 port counts time from 2000, the unix port from 1970.
 _EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _MODELS = ("dht11", "dht22", "am2302")
-_RESETS = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
+RESETS = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
 
 
-def _tenths(v):
+def tenths(v):
     return "%s%d.%d" % ("-" if v < 0 else "", abs(v) // 10, abs(v) % 10)
 
 
@@ -101,7 +101,7 @@ class App:
             self.buf.flush()
         self.last_err = err
         if err == OK:
-            log.debug("sensor", "seq %d: %s C %s %%" % (seq, _tenths(sn.t), _tenths(sn.rh)))
+            log.debug("sensor", "seq %d: %s C %s %%" % (seq, tenths(sn.t), tenths(sn.rh)))
         self.kick.set()
         return seq, err
 
@@ -110,7 +110,7 @@ class App:
         ok = err == OK
         return '{"v":1,"dev":"%s","boot":%d,"seq":%d,"ts":%s,"up":%d,"t":%s,"rh":%s,"ok":%s,"err":%s,"sensor":"%s"}' % (
             self.cfg["device"], boot, seq, "%d.%03d" % (ts, ms) if ts else "null", up,
-            _tenths(t) if ok else "null", _tenths(rh) if ok else "null", "true" if ok else "false",
+            tenths(t) if ok else "null", tenths(rh) if ok else "null", "true" if ok else "false",
             "null" if ok else '"%s"' % ERRORS[err], _MODELS[sensor])
 
     async def _sampler(self):
@@ -341,7 +341,7 @@ class App:
         log.info("app", "humigraph %s on %s/%s: %s on GPIO%d every %s s, boot %d, reset %s, %d buffered"
                  % (VERSION, c["site"], c["device"], c["sensor"]["model"].upper(),
                     c["sensor"]["pin"], c["sensor"]["interval"], self.buf.boot,
-                    _RESETS.get(self.cause, "unknown"), self.buf.pending()))
+                    RESETS.get(self.cause, "unknown"), self.buf.pending()))
         asyncio.create_task(self.wifi.run())
         asyncio.create_task(self._link())
         asyncio.create_task(self._publisher())

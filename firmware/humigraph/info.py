@@ -4,9 +4,8 @@ import gc
 import json
 
 from . import VERSION, log, unload
+from .app import RESETS
 from .buffer import FLAG_NTP
-
-RESETS = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
 
 
 async def on_connect(app):

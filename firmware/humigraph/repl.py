@@ -9,7 +9,7 @@ def status():
     """REPL helper: what the board is doing."""
     import gc
 
-    from .app import _tenths
+    from .app import tenths
     from .sensor import ERRORS
 
     from . import start
@@ -22,7 +22,7 @@ def status():
     print("device %s/%s  boot %d  seq %d  uptime %d s" % (a.cfg["site"], a.cfg["device"], b.boot,
                                                            b.seq, log.uptime_ms() // 1000))
     print("sensor %s GPIO%d every %s s: last %s C %s %%, last error %s, errors %s"
-          % (s["model"], s["pin"], s["interval"], _tenths(sn.t), _tenths(sn.rh),
+          % (s["model"], s["pin"], s["interval"], tenths(sn.t), tenths(sn.rh),
              ERRORS[a.last_err], sn.errors[1:]))
     print("wifi %s  mqtt %s  buffered %d (flash %d)  dropped %d  published %d  free %d"
           % ("up" if a.wifi and a.wifi.isconnected() else "down",
@@ -32,7 +32,7 @@ def status():
 
 def read():
     """REPL helper: one reading now, printed (not published)."""
-    from .app import _tenths
+    from .app import tenths
     from .sensor import ERRORS, OK, Sensor
 
     cfg = load_config()
@@ -41,7 +41,7 @@ def read():
     sn = Sensor(cfg["sensor"]["model"], cfg["sensor"]["pin"])
     e = asyncio.run(sn.read())
     if e == OK:
-        print("%s C  %s %%" % (_tenths(sn.t), _tenths(sn.rh)))
+        print("%s C  %s %%" % (tenths(sn.t), tenths(sn.rh)))
     else:
         print("read failed: %s" % ERRORS[e])
 

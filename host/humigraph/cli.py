@@ -19,6 +19,7 @@ from .errors import HumigraphError
 # and the edge commands never pay for (or require) the board or training dependencies.
 _COMMAND_MODULES = (
     "humigraph.board.commands",
+    "humigraph.board.flash_commands",
     "humigraph.demo",
     "humigraph.bench",
 )

@@ -18,14 +18,6 @@ from support.collector import Collector
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(autouse=True)
-def _flash_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`flash` and `console` on the CLI even before cli.py lists their module."""
-    name = "humigraph.board.flash_commands"
-    if name not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, name))
-
-
 @pytest.fixture
 def bare_board(tmp_path: Path) -> Iterator[tuple[VirtualBoard, Mosquitto, Path]]:
     with Mosquitto() as m:

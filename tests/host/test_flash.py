@@ -19,14 +19,6 @@ from humigraph.errors import FlashError, UsageError
 PY = [sys.executable, "-m", "esptool"]
 
 
-@pytest.fixture(autouse=True)
-def _flash_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`flash` and `console` on the CLI even before cli.py lists their module."""
-    name = "humigraph.board.flash_commands"
-    if name not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, name))
-
-
 @dataclass
 class FakePortInfo:
     """What pyserial's ``ListPortInfo`` gives us."""
@@ -362,3 +354,20 @@ def test_dry_run_with_download_names_the_page(capsys: pytest.CaptureFixture[str]
     assert rc == 0
     assert "https://micropython.org/download/ESP32_GENERIC_S3/" in out
     assert "--baud 460800 write-flash --flash-size detect 0x0 ESP32_GENERIC_S3-" in out
+
+
+def test_config_errors_come_before_questions(tmp_path: Path) -> None:
+    """A wrong pin is named at once, not after asking for a missing Wi-Fi password."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        '{"device": "k1", "wifi": {"ssid": "w"}, "mqtt": {"host": "h"}, "sensor": {"pin": 34}}'
+    )
+    asked: list[str] = []
+
+    def ask(prompt: str, secret: bool) -> str:
+        asked.append(prompt)
+        return "pw"
+
+    with pytest.raises(flash.FlashError, match=r"sensor\.pin.*input-only"):
+        flash.prepare_config(cfg, ask=ask)
+    assert asked == []

@@ -313,3 +313,32 @@ def test_export_cli_writes_csv_and_graph(tmp_path: Path, capsys: pytest.CaptureF
     assert {"dev": "hall-1", "kind": "checksum"} in graph["faults"]
     with pytest.raises(UsageError, match="does not exist"):
         export_csv(tmp_path / "missing" / "x.csv", 1, 0.1)
+
+
+def test_tiny_and_large_sites_simulate() -> None:
+    one = simulate(make_site(2, 1), START, 3600, step=60, warmup=3600)
+    assert one.t.shape == (61, 1) and np.isfinite(one.t).all()
+    big = make_site(2, 64)
+    trace = simulate(big, START, 1800, step=60, warmup=1800)
+    assert trace.t.shape == (31, 64) and np.isfinite(trace.ah).all()
+    assert len({s.dev for s in big.sensors}) == len(big.sensors)
+
+
+def test_world_source_speed() -> None:
+    fast = WorldSource(6, rooms=2, start=START, speed=60)
+    slow = WorldSource(6, rooms=2, start=START)
+    assert fast.world_time(START + 60) == START + 3600
+    assert fast.truth("hall-1", START + 60) == slow.truth("hall-1", START + 3600)
+    with pytest.raises(UsageError, match="speed"):
+        WorldSource(6, speed=0)
+
+
+def test_condensation_saturates_sensors_in_wet_rooms() -> None:
+    site, trace, cols = generate(1, 0.4, rooms=10, step=60)
+    wet = cols["fault"] == "condensation"
+    assert wet.any()
+    assert (cols["rh"][wet] == 99.9).all() and set(cols["fault_class"][wet]) == {"stuck"}
+    rooms = {site.sensor(d).room for d in set(cols["dev"][wet])}  # type: ignore[union-attr]
+    assert all(trace.condensing[:, r].any() for r in rooms)
+    _, _, dry = generate(1, 0.4, rooms=10, step=60, condensation_faults=False)
+    assert not (dry["fault"] == "condensation").any()

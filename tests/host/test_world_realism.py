@@ -59,7 +59,7 @@ def test_dht22_step_sizes_and_resolution_match_a_real_log() -> None:
     interval = float(np.median(np.diff(ts)))
     real = step_stats(t_real, rh_real)
     days = len(ts) * interval / 86400.0
-    site, _, cols = generate(11, days, rooms=3, step=interval)
+    site, _, cols = generate(11, days, rooms=3, step=interval, condensation_faults=False)
     sims = []
     for s in site.sensors:
         if s.model != "dht22":
@@ -158,7 +158,9 @@ def test_humidity_rise_when_occupants_enter_matches_room_climate_a() -> None:
 
 def test_spread_between_nodes_of_one_room_matches_room_climate_a() -> None:
     _, _, real_t, real_rh = room_climate_a()
-    site, _, cols = generate(5, 0.25, rooms=4, step=60, sensors_per_room=4)
+    site, _, cols = generate(
+        5, 0.25, rooms=4, step=60, sensors_per_room=4, condensation_faults=False
+    )
     k = len(site.sensors)
     n = len(cols["ts"]) // k
     t = cols["t"].astype(float).reshape(n, k)

@@ -483,6 +483,17 @@ def prepare_config(
         raise FlashError(f"{path} is not valid JSON ({e}): fix it and retry") from None
     if not isinstance(given, dict):
         raise FlashError(f"{path}: expected a JSON object like docs/DESIGN.md's device config")
+    schema = load_schema(source)
+    # Everything else is checked before anyone is asked for anything: a wrong pin is named
+    # first, not hidden behind a question about the Wi-Fi password.
+    probe = json.loads(json.dumps(given))
+    for key, _, _ in _ASKED:
+        if _get(probe, key) is None:
+            _set(probe, key, "x")
+    try:
+        schema.validate(probe)
+    except schema.ConfigError as e:
+        raise FlashError(f"{path}: {e} (key {e.key}); nothing was uploaded") from None
     for key, prompt, secret in _ASKED:
         if _get(given, key) is not None:
             continue
@@ -495,7 +506,6 @@ def prepare_config(
                 f"{path}: {key} is missing and there is no terminal to ask: add it to the file"
             )
         _set(given, key, value)
-    schema = load_schema(source)
     try:
         schema.validate(given)
     except schema.ConfigError as e:

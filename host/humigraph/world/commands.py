@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="share of the other sensors given a random fault (0..1, default 0)",
     )
+    ex.add_argument(
+        "--no-condensation-faults",
+        action="store_true",
+        help="sensors in rooms that condense never saturate (default: half of them read 99.9 for hours)",
+    )
     ex.add_argument("--start", type=float, default=None, help="unix time of the first reading")
     ex.add_argument("--site", default="home", help="site name (default home)")
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -94,6 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         site_name=args.site,
         progress=progress,
+        condensation_faults=not args.no_condensation_faults,
     )
     print(
         f"wrote {summary['rows']} readings of {summary['sensors']} sensors in "

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from .faults import FAULT_CLASS, Fault, apply_fault, check_devices, random_faults
 from .physics import Trace, abs_humidity, dew_point, rel_humidity, simulate
 from .sensors import SensorUnit, hash_normal
-from .site import Sensor, Site, make_site
+from .site import Sensor, Site, make_site, rng_for
 from .source import DAY
 
 __all__ = ["COLUMNS", "DEFAULT_START", "export_csv", "generate", "sensor_truth"]
@@ -83,9 +83,15 @@ def generate(
     site_name: str = "home",
     progress: Callable[[str], None] | None = None,
     sensors_per_room: int | None = None,
+    condensation_faults: bool = True,
 ) -> tuple[Site, Trace, dict[str, np.ndarray]]:
     """Simulate and read every sensor of a site; returns the site, the room trace and columns
-    (``COLUMNS``, one row per reading, sorted by time then device; failed reads have NaN)."""
+    (``COLUMNS``, one row per reading, sorted by time then device; failed reads have NaN).
+
+    With ``condensation_faults``, a sensor without another fault whose room condenses on a cold
+    wall saturates half of the time: it reads RH 99.9 (a DHT11: 95) from the first condensation
+    for 1-6 hours, labelled ``condensation``.
+    """
     if days <= 0:
         raise UsageError(f"--days must be positive, got {days}")
     if not 1.0 <= step <= 3600.0:
@@ -96,12 +102,30 @@ def generate(
     check_devices(all_faults, (s.dev for s in site.sensors))
     taken = {f.dev for f in all_faults}
     all_faults += [f for f in random_faults(site, seed, fault_rate, duration) if f.dev not in taken]
-    trace = simulate(site, start, duration - step, step=step)
+    trace = simulate(
+        site,
+        start,
+        duration - step,
+        step=step,
+        progress=(lambda d: progress(f"simulated day {d:g} of {days:g}")) if progress else None,
+    )
     if progress:
         progress(f"simulated {days:g} day(s) of {site.n_rooms} rooms")
     times = trace.times
     n = len(times)
     rel = times - start
+    if condensation_faults:
+        taken = {f.dev for f in all_faults}
+        for s in site.sensors:
+            wet = np.flatnonzero(trace.condensing[:, s.room])
+            if s.dev in taken or not len(wet):
+                continue
+            rng = rng_for("condense", seed, site.name, s.dev)
+            if rng.random() < 0.5:
+                onset = float(rel[wet[0]])
+                all_faults.append(
+                    Fault(s.dev, "condensation", onset, float(rng.uniform(1.0, 6.0)) * 3600.0)
+                )
     doors_open = trace.room_doors_open()
     cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     for s in site.sensors:
@@ -167,6 +191,7 @@ def export_csv(
     fault_rate: float = 0.0,
     site_name: str = "home",
     progress: Callable[[str], None] | None = None,
+    condensation_faults: bool = True,
 ) -> dict[str, Any]:
     """Write readings, truth and labels to ``out`` (CSV) and the coupling graph to
     ``out.graph.json``; returns a summary."""
@@ -174,7 +199,16 @@ def export_csv(
     if not out.parent.exists():
         raise UsageError(f"--out: directory {str(out.parent)!r} does not exist")
     site, trace, cols = generate(
-        seed, days, rooms, step, start, faults, fault_rate, site_name, progress
+        seed,
+        days,
+        rooms,
+        step,
+        start,
+        faults,
+        fault_rate,
+        site_name,
+        progress,
+        condensation_faults=condensation_faults,
     )
     digits = {"ts": 1, "t": 1, "rh": 1, "t_out": 2, "rh_out": 2, "ah_true": 3}
     nrows = len(cols["ts"])

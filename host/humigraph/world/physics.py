@@ -15,6 +15,7 @@ the same day agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,11 +259,13 @@ def simulate(
     step: float = 60.0,
     warmup: float = DAY,
     max_dt: float = 10.0,
+    progress: Callable[[float], None] | None = None,
 ) -> Trace:
     """Simulate ``site`` from ``start`` for ``duration`` seconds and record every ``step`` s.
 
     The state starts from a fixed guess ``warmup`` seconds earlier, so the result for a given
-    window does not depend on what was simulated before it.
+    window does not depend on what was simulated before it. ``progress(days_done)`` is called
+    after every simulated day of the recorded window.
     """
     if step <= 0 or duration <= 0:
         raise ValueError("step and duration must be positive")
@@ -344,7 +347,10 @@ def simulate(
     out_hvac = np.zeros((n_out, r), dtype=bool)
     cond_now = np.zeros(r, dtype=bool)
 
+    steps_per_day = max(1, int(round(DAY / dt)))
     for s in range(n_steps):
+        if progress is not None and s > rec and (s - rec) % steps_per_day == 0:
+            progress((s - rec) / steps_per_day)
         to = t_out[s]
         wo = w_out[s]
         # thermostat with hysteresis
