@@ -20,6 +20,7 @@ from .errors import HumigraphError
 _COMMAND_MODULES = (
     "humigraph.board.commands",
     "humigraph.board.flash_commands",
+    "humigraph.world.commands",
     "humigraph.demo",
     "humigraph.bench",
 )

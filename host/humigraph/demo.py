@@ -1,7 +1,8 @@
 """``humigraph demo``: a broker and virtual boards running the real firmware, with a live view.
 
-First version (foundation issue): three boards in one site, each a MicroPython unix-port process
-with a 64 KiB heap, publishing to a local broker; the terminal shows their latest readings.
+First version: three boards in one simulated site (humigraph.world), each a MicroPython
+unix-port process with a 64 KiB heap, publishing to a local broker; the terminal shows their
+latest readings.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class LiveView:
 
 def run_demo(duration: float | None = None, interval: float = 2.0, out: TextIO = sys.stdout) -> int:
     from .board.virtual import VirtualBoard
-    from .world.source import DailyCycleSource
+    from .world.live import WorldSource
 
     broker: Mosquitto | EmbeddedBroker = local_broker()
     kind = "mosquitto" if isinstance(broker, Mosquitto) else "embedded amqtt broker"
@@ -103,7 +104,7 @@ def run_demo(duration: float | None = None, interval: float = 2.0, out: TextIO =
     old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         print(f"broker: {kind} on {broker.url}", file=out)
-        source = DailyCycleSource(seed=1)
+        source = WorldSource(seed=1, rooms=6)  # rooms, people, doors and DHT sensors
         for dev, sensor in DEMO_BOARDS:
             b = VirtualBoard(
                 dev, "home", broker.url, sensor=sensor, interval=interval, source=source

@@ -151,7 +151,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _validate(args)
-    from ..world.source import DailyCycleSource
+    from ..world.live import WorldSource
 
     def echo(line: str) -> None:
         print(line, flush=True)
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         heap=args.heap,
         flash_dir=args.flash_dir,
         bare=args.bare,
-        source=DailyCycleSource(args.world),
+        source=WorldSource(args.world, site=args.site, sensor=args.sensor),
         serial=args.serial,
         sleep_scale=args.sleep_scale,
         micropython=args.micropython,

@@ -1166,11 +1166,16 @@ class VirtualBoard:
 
     def _write_sensor(self) -> None:
         try:
-            truth = self.source.sample(self.device, time.time())
+            now = time.time()
+            truth = self.source.sample(self.device, now)
+            fault = self._fault
+            world_fault = getattr(self.source, "fault", None)  # a world's dropouts and checksums
+            if fault is None and world_fault is not None:
+                fault = world_fault(self.device, now)
             doc: dict[str, Any] = {
                 "t": round(truth.t, 3),
                 "rh": round(truth.rh, 3),
-                "fault": self._fault,
+                "fault": fault,
             }
         except Exception as e:  # a broken source looks like a dead sensor, not a dead runner
             log.warning("virtual board %s: value source failed: %s", self.device, e)

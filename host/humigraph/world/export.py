@@ -216,12 +216,14 @@ def export_csv(
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
-        lists = [cols[c].tolist() for c in COLUMNS]
         nds = [digits.get(c, 3) for c in COLUMNS]
-        for i in range(nrows):
-            w.writerow([_fmt(lst[i], nd) for lst, nd in zip(lists, nds, strict=True)])
-            if progress and (i + 1) % per_day == 0:
-                progress(f"wrote day {(i + 1) // per_day} of {days:g} ({i + 1} rows)")
+        for i0 in range(0, nrows, per_day):
+            i1 = min(nrows, i0 + per_day)
+            lists = [cols[c][i0:i1].tolist() for c in COLUMNS]
+            for i in range(i1 - i0):
+                w.writerow([_fmt(lst[i], nd) for lst, nd in zip(lists, nds, strict=True)])
+            if progress:
+                progress(f"wrote {i1} of {nrows} rows")
     graph = site.graph()
     graph["start"] = start
     graph["step"] = step
