@@ -45,8 +45,8 @@ need-mosquitto: mosquitto
 test: setup need-mosquitto lint pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check host tests tools
-	$(BIN)/ruff format --check host tests tools
+	$(BIN)/ruff check $(wildcard host tests tools)
+	$(BIN)/ruff format --check $(wildcard host tests tools)
 	cd firmware && ../$(BIN)/pyright --typeshedpath "$$(../$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" --pythonpath ../$(PY) .
 	$(BIN)/vermin --target=3.10- --no-tips --violations --eval-annotations host/humigraph
 
