@@ -235,7 +235,7 @@ class MQTTClient:
         self._rx = self._tx = time.ticks_ms()
         self._ping = False
         self._tasks = (asyncio.create_task(self._reader()), asyncio.create_task(self._housekeeping()))
-        self._log("I", "connected to %s:%d" % self._addr)
+        self._log("D", "connected to %s:%d" % self._addr)  # the app logs the full line
 
     async def _open(self):
         # MicroPython's reader and writer are one Stream object: keep the writer, read from it too
