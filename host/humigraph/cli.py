@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "humigraph.board.commands",
     "humigraph.board.flash_commands",
     "humigraph.world.commands",
+    "humigraph.gateway.commands",
     "humigraph.demo",
     "humigraph.bench",
 )

@@ -33,3 +33,7 @@ class FlashError(BoardError):
 
 class ConsoleError(BoardError):
     """``humigraph console`` could not open or keep the serial port."""
+
+
+class GatewayError(HumigraphError):
+    """The gateway could not start or keep running: database, broker URL, HTTP address."""
