@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 	  { echo "could not create $(VENV): install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[board,demo,dev]'
+	$(PY) -m pip install --quiet -e '.[board,demo,dev,edge,postgres,train,plot]'
 	@touch $@
 
 # Debian's mosquitto: installed when missing and we are root, otherwise we say what to install.

@@ -37,3 +37,7 @@ class ConsoleError(BoardError):
 
 class GatewayError(HumigraphError):
     """The gateway could not start or keep running: database, broker URL, HTTP address."""
+
+
+class ModelError(HumigraphError):
+    """A model file or its card is missing, unreadable or does not match the I/O contract."""

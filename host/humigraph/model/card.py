@@ -1,0 +1,156 @@
+"""The model card: everything the gateway needs to feed the model and read its outputs.
+
+The card is a JSON file beside each ``.tflite`` (``humigraph-int8.tflite`` ->
+``humigraph-int8.json``). The gateway hardcodes none of these values; training writes them.
+
+I/O contract (tensor names are the TFLite signature's input and output names):
+
+inputs
+  ``x``          float32 ``[1, nodes, history, len(features)]``, the encoded window (features.py)
+  ``node_mask``  float32 ``[1, nodes]``, 1 for a slot holding a real node, 0 for padding
+outputs
+  ``forecast``   ``[1, nodes, len(horizons_s), 2]``: change of (t, rh) from the node's last value,
+                 divided by ``target_scale`` (``decode_forecast`` turns it into °C and %RH)
+  ``fault``      ``[1, nodes, len(fault_classes)]``: class probabilities
+  ``insight``    ``[1, len(insights)]``: probabilities (occupancy, ventilation)
+  ``adjacency``  ``[1, nodes, nodes]``: learned, sparsified; row i = how much node i listens to j
+  ``router``     ``[1, nodes, 2]``: weight of (own history, neighbours) in the node's forecast
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+FEATURES = ("t", "rh", "dt", "drh", "present", "fail")
+FAULT_CLASSES = ("ok", "stuck", "spike", "drift", "noise", "dropout")
+INSIGHTS = ("occupancy", "ventilation")
+OUTPUTS = ("forecast", "fault", "insight", "adjacency", "router")
+
+
+@dataclass
+class ModelCard:
+    name: str = "humigraph"
+    model_id: str = "humigraph-untrained"
+    nodes: int = 64
+    step_s: int = 60
+    history: int = 32
+    features: tuple[str, ...] = FEATURES
+    # x_norm = (x - center) / scale; dt, drh are x - the node's value at the window's last step
+    normalization: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {
+            "t": {"center": 21.0, "scale": 5.0},
+            "rh": {"center": 45.0, "scale": 20.0},
+            "dt": {"center": 0.0, "scale": 1.0},
+            "drh": {"center": 0.0, "scale": 5.0},
+        }
+    )
+    horizons_s: tuple[int, ...] = (300, 900, 1800)
+    targets: tuple[str, ...] = ("t", "rh")
+    target_scale: dict[str, float] = field(default_factory=lambda: {"t": 1.0, "rh": 5.0})
+    fault_classes: tuple[str, ...] = FAULT_CLASSES
+    insights: tuple[str, ...] = INSIGHTS
+    quantization: str = "int8"  # "int8" | "float32"
+    # Measured numbers (filled by quantize / evaluate); free-form JSON objects.
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "x": (1, self.nodes, self.history, len(self.features)),
+            "node_mask": (1, self.nodes),
+        }
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        n = self.nodes
+        return {
+            "forecast": (1, n, len(self.horizons_s), len(self.targets)),
+            "fault": (1, n, len(self.fault_classes)),
+            "insight": (1, len(self.insights)),
+            "adjacency": (1, n, n),
+            "router": (1, n, 2),
+        }
+
+    @property
+    def window_s(self) -> int:
+        return self.step_s * self.history
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = {k: list(v) for k, v in self.input_shapes.items()}
+        d["outputs"] = {k: list(v) for k, v in self.output_shapes.items()}
+        return d
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str = "card") -> ModelCard:
+        if not isinstance(d, dict):
+            raise ModelError(f"{where}: expected a JSON object")
+        known = set(cls.__dataclass_fields__)
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in ("inputs", "outputs"):
+                continue
+            if k not in known:
+                kw.setdefault("extra", {})[k] = v
+                continue
+            kw[k] = tuple(v) if isinstance(v, list) else v
+        try:
+            card = cls(**kw)
+        except TypeError as e:
+            raise ModelError(f"{where}: {e}") from None
+        card.validate(where)
+        return card
+
+    def validate(self, where: str = "card") -> None:
+        def bad(key: str, what: str) -> ModelError:
+            return ModelError(f"{where}: {key} {what}; retrain or fix the card")
+
+        if not (isinstance(self.nodes, int) and 1 <= self.nodes <= 1024):
+            raise bad("nodes", f"must be an integer 1..1024, got {self.nodes!r}")
+        if not (isinstance(self.step_s, int) and self.step_s > 0):
+            raise bad("step_s", f"must be a positive integer, got {self.step_s!r}")
+        if not (isinstance(self.history, int) and self.history >= 2):
+            raise bad("history", f"must be an integer >= 2, got {self.history!r}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise bad("features", f"has unknown names {unknown} (known: {list(FEATURES)})")
+        for f in ("t", "rh", "dt", "drh"):
+            if f in self.features:
+                n = self.normalization.get(f)
+                if not n or not float(n.get("scale", 0)) > 0:
+                    raise bad(f"normalization.{f}", "needs a positive scale")
+        if not self.horizons_s or any(int(h) <= 0 for h in self.horizons_s):
+            raise bad("horizons_s", f"must be positive seconds, got {list(self.horizons_s)}")
+        for tgt in self.targets:
+            if not float(self.target_scale.get(tgt, 0)) > 0:
+                raise bad(f"target_scale.{tgt}", "needs a positive scale")
+
+
+def card_path(model_path: Path | str) -> Path:
+    """``models/humigraph-int8.tflite`` -> ``models/humigraph-int8.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def load_card(model_path: Path | str) -> ModelCard:
+    """The card beside a model file; a clear error when it is missing or invalid."""
+    path = card_path(model_path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(
+            f"{path}: model card missing; every .tflite needs its card beside it "
+            f"(written by humigraph quantize)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot read the model card: {e}") from None
+    return ModelCard.from_json(d, where=str(path))
