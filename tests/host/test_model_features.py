@@ -1,0 +1,105 @@
+"""The model card and the feature encoding shared by training and the gateway (numpy only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from humigraph.errors import ModelError
+from humigraph.model.card import ModelCard, card_path, load_card
+from humigraph.model.features import decode_forecast, encode, resample, window
+
+
+def test_resample_bins_means_and_failures() -> None:
+    # 3 steps of 60 s ending at 180: (0,60], (60,120], (120,180]
+    ts = np.array([10.0, 60.0, 70.0, 100.0, 130.0])
+    t = np.array([20.0, 22.0, 30.0, np.nan, 25.0])
+    rh = np.array([40.0, 42.0, 50.0, np.nan, 45.0])
+    ok = np.array([True, True, True, False, True])
+    gt, grh, present, fail = resample(ts, t, rh, ok, end=180.0, step=60.0, n=3)
+    assert gt[0] == pytest.approx(21.0)  # 60.0 belongs to the step ending at 60
+    assert grh[1] == pytest.approx(50.0)
+    assert present.tolist() == [1.0, 1.0, 1.0]
+    assert fail.tolist() == [0.0, 0.5, 0.0]
+
+
+def test_resample_ignores_readings_outside_the_window() -> None:
+    ts = np.array([-5.0, 0.0, 181.0])
+    gt, _, present, _ = resample(
+        ts, np.ones(3), np.ones(3), np.ones(3, bool), end=180, step=60, n=3
+    )
+    assert present.tolist() == [0.0, 0.0, 0.0]
+    assert np.isnan(gt).all()
+
+
+def test_encode_fills_gaps_and_masks_empty_nodes() -> None:
+    card = ModelCard(history=4)
+    t = np.array([[np.nan, 20.0, np.nan, 22.0], [np.nan] * 4])
+    rh = np.array([[np.nan, 40.0, np.nan, 60.0], [np.nan] * 4])
+    present = np.isfinite(t).astype(float)
+    enc = encode(t, rh, present, np.zeros_like(t), card)
+    assert enc.x.shape == (64, 4, 6) and enc.mask.tolist()[:3] == [1.0, 0.0, 0.0]
+    f = {name: enc.x[0, :, i] for i, name in enumerate(card.features)}
+    # leading gap back-filled, inner gap carried forward
+    assert f["t"] * 5.0 + 21.0 == pytest.approx([20.0, 20.0, 20.0, 22.0], abs=1e-5)
+    assert f["dt"] == pytest.approx([-2.0, -2.0, -2.0, 0.0])
+    assert f["drh"] == pytest.approx([-4.0, -4.0, -4.0, 0.0])
+    assert f["present"].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert not enc.x[1:].any()
+    assert enc.last_t[0] == 22.0 and enc.last_rh[0] == 60.0
+
+
+def test_window_and_decode_round_trip() -> None:
+    card = ModelCard(history=3, step_s=60)
+    series = [
+        (
+            np.array([30.0, 90.0, 150.0]),
+            np.array([20.0, 21, 22]),
+            np.array([40.0, 41, 42]),
+            [1, 1, 1],
+        ),
+        (np.array([150.0]), np.array([18.0]), np.array([55.0]), [1]),
+    ]
+    enc = window(series, 180.0, card)
+    assert enc.mask[:2].tolist() == [1.0, 1.0]
+    out = np.zeros((1, 64, 3, 2), np.float32)
+    out[0, 0, 2] = [0.5, -1.0]  # +0.5 * 1.0 °C, -1.0 * 5 %RH at +30 min
+    abs_ = decode_forecast(out, enc.last_t, enc.last_rh, card)
+    assert abs_.shape == (2, 3, 2)
+    assert abs_[0, 2].tolist() == pytest.approx([22.5, 37.0])
+    assert abs_[1, 0].tolist() == pytest.approx([18.0, 55.0])
+
+
+def test_encode_refuses_a_site_larger_than_the_model() -> None:
+    card = ModelCard(nodes=2, history=2)
+    with pytest.raises(ValueError, match="3 nodes"):
+        encode(np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), np.zeros((3, 2)), card)
+
+
+def test_card_round_trip_and_errors(tmp_path) -> None:
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    with pytest.raises(ModelError, match="model card missing"):
+        load_card(model)
+    card = ModelCard(model_id="x-1", metrics={"mae": 0.1})
+    card.save(card_path(model))
+    back = load_card(model)
+    assert back.model_id == "x-1" and back.horizons_s == (300, 900, 1800)
+    assert back.output_shapes["forecast"] == (1, 64, 3, 2)
+    d = json.loads(card_path(model).read_text())
+    d["step_s"] = 0
+    card_path(model).write_text(json.dumps(d))
+    with pytest.raises(ModelError, match="step_s"):
+        load_card(model)
+
+
+def test_card_and_features_do_not_import_tensorflow() -> None:
+    code = (
+        "import sys, humigraph.model.card, humigraph.model.features, humigraph.runtime; "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
