@@ -1,0 +1,247 @@
+"""Baselines the reasoning model must beat, computed from the same windows it sees.
+
+Forecast: *persistence* (no change), *linear* (least-squares trend of the node's last 10 minutes,
+extrapolated), *ridge* (ridge regression on the node's last 5 minutes, fitted on training
+windows). Insights: gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``) on the
+site's temperature and humidity slopes. Forecasts are returned in the model's units: change from
+the node's last value divided by ``card.target_scale`` (``[W, nodes, K, 2]``).
+
+Run ``python -m humigraph.model.baselines --data SPEC`` for a held-out report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .card import ModelCard
+from .data_types import Windows
+
+__all__ = [
+    "FittedBaselines",
+    "baseline_report",
+    "fit_baselines",
+    "forecast_baselines",
+    "grid_values",
+    "insight_features",
+    "linear_trend",
+    "persistence",
+]
+
+LINEAR_SPAN_S = 600  # the trend's fitting span
+RIDGE_SPAN_S = 300  # the ridge's input: the last 5 minutes
+SLOPE_SPANS_S = (300, 900, 1800)  # the GBT's slopes
+
+
+def grid_values(w: Windows, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute ``(t, rh)`` grids ``[W, nodes, history]`` decoded from the encoded ``x``."""
+    norm, f = card.normalization, list(card.features)
+    t = w.x[..., f.index("t")] * norm["t"]["scale"] + norm["t"]["center"]
+    rh = w.x[..., f.index("rh")] * norm["rh"]["scale"] + norm["rh"]["center"]
+    return t.astype(np.float64), rh.astype(np.float64)
+
+
+def _steps(span_s: float, card: ModelCard) -> int:
+    return int(min(card.history, max(2, round(span_s / card.step_s) + 1)))
+
+
+def persistence(w: Windows, card: ModelCard) -> np.ndarray:
+    """No change: the last value is the forecast."""
+    return np.zeros(w.y_forecast.shape, np.float32)
+
+
+def _slope(a: np.ndarray, n: int) -> np.ndarray:
+    """Least-squares slope per step over the last ``n`` steps of ``[..., history]``."""
+    y = a[..., -n:]
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    return (y * x).sum(-1) / (x * x).sum()
+
+
+def linear_trend(w: Windows, card: ModelCard, span_s: float = LINEAR_SPAN_S) -> np.ndarray:
+    """The node's trend over the last ``span_s`` seconds, extrapolated to each horizon."""
+    t, rh = grid_values(w, card)
+    n = _steps(span_s, card)
+    steps = np.array(card.horizons_s, dtype=np.float64) / card.step_s
+    out = np.zeros(w.y_forecast.shape, np.float32)
+    for j, (a, key) in enumerate(((t, "t"), (rh, "rh"))):
+        # the trend line's value at the last step is not the last value: extrapolate from it
+        s = _slope(a, n)
+        level = a[..., -n:].mean(-1) + s * (n - 1) / 2.0 - a[..., -1]
+        out[..., j] = ((level[..., None] + s[..., None] * steps) / card.target_scale[key]).astype(
+            np.float32
+        )
+    return out * w.node_mask[:, :, None, None]
+
+
+def _ridge_features(w: Windows, card: ModelCard) -> np.ndarray:
+    """Per node-window: the last 5 minutes relative to the last value, the level, the presence."""
+    t, rh = grid_values(w, card)
+    n = _steps(RIDGE_SPAN_S, card)
+    f = list(card.features)
+    present = w.x[..., -n:, f.index("present")] if "present" in f else np.ones(t.shape)[..., -n:]
+    rel_t = (t[..., -n:-1] - t[..., -1:]) / card.target_scale["t"]
+    rel_rh = (rh[..., -n:-1] - rh[..., -1:]) / card.target_scale["rh"]
+    norm = card.normalization
+    level = np.stack(
+        [
+            (t[..., -1] - norm["t"]["center"]) / norm["t"]["scale"],
+            (rh[..., -1] - norm["rh"]["center"]) / norm["rh"]["scale"],
+        ],
+        -1,
+    )
+    return np.concatenate([rel_t, rel_rh, level, present], -1)
+
+
+def insight_features(w: Windows, card: ModelCard) -> np.ndarray:
+    """Per window: mean, min and max over the site's nodes of the t and rh slopes (per minute)
+    over the last 5, 15 and 30 minutes, and the spread of the nodes' humidity."""
+    t, rh = grid_values(w, card)
+    m = w.node_mask > 0
+    cols = []
+    per_min = 60.0 / card.step_s
+    for span in SLOPE_SPANS_S:
+        n = _steps(span, card)
+        for a in (t, rh):
+            s = np.where(m, _slope(a, n) * per_min, np.nan)
+            cols += [_nan_stat(np.nanmean, s), _nan_stat(np.nanmin, s), _nan_stat(np.nanmax, s)]
+    cols.append(_nan_stat(np.nanstd, np.where(m, rh[..., -1], np.nan)))
+    return np.stack(cols, -1)
+
+
+def _nan_stat(fn: Any, a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # a window with no node: 'mean of empty slice'
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = fn(a, axis=-1)
+    return np.nan_to_num(out, nan=0.0)
+
+
+@dataclass
+class FittedBaselines:
+    ridge: dict[tuple[int, int], Any] = field(default_factory=dict)  # (horizon k, target j)
+    gbt: dict[int, Any] = field(default_factory=dict)  # insight index -> classifier
+
+
+def healthy(w: Windows) -> np.ndarray:
+    """``[W, nodes]``: real nodes not labelled faulty at the window's end (unlabelled counts)."""
+    return (w.node_mask > 0) & ~((w.y_fault_mask > 0) & (w.y_fault != 0))
+
+
+def fit_baselines(train: Windows, card: ModelCard, *, seed: int = 0) -> FittedBaselines:
+    """Fits the ridge forecasts and the GBT insight classifiers on training windows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import Ridge
+
+    fitted = FittedBaselines()
+    feats = _ridge_features(train, card)
+    alive = healthy(train)  # a stuck or spiking sensor's targets would teach the ridge noise
+    for k in range(len(card.horizons_s)):
+        rows = alive & (train.y_forecast_mask[..., k] > 0)
+        if rows.sum() < 10:
+            continue
+        for j in range(2):
+            fitted.ridge[(k, j)] = Ridge(alpha=1.0).fit(
+                feats[rows], train.y_forecast[..., k, j][rows]
+            )
+    x = insight_features(train, card)
+    for i in range(len(card.insights)):
+        rows = train.y_insight_mask[:, i] > 0
+        y = train.y_insight[rows, i]
+        if rows.sum() < 10 or len(np.unique(y)) < 2:
+            continue
+        clf = HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+        fitted.gbt[i] = clf.fit(x[rows], y.astype(int))
+    return fitted
+
+
+def forecast_baselines(
+    w: Windows, card: ModelCard, fitted: FittedBaselines | None = None
+) -> dict[str, np.ndarray]:
+    """``{"persistence", "linear"[, "ridge"]}`` -> ``[W, nodes, K, 2]`` normalized changes."""
+    out = {"persistence": persistence(w, card), "linear": linear_trend(w, card)}
+    if fitted is not None and fitted.ridge:
+        feats = _ridge_features(w, card)
+        pred = np.full(w.y_forecast.shape, np.nan, np.float32)
+        for (k, j), model in fitted.ridge.items():
+            pred[..., k, j] = model.predict(feats.reshape(-1, feats.shape[-1])).reshape(
+                feats.shape[:2]
+            )
+        out["ridge"] = pred
+    return out
+
+
+def insight_baseline(w: Windows, card: ModelCard, fitted: FittedBaselines) -> np.ndarray:
+    """GBT probabilities ``[W, len(insights)]``; NaN for an insight without a fitted model."""
+    x = insight_features(w, card)
+    out = np.full((len(w), len(card.insights)), np.nan)
+    for i, clf in fitted.gbt.items():
+        out[:, i] = clf.predict_proba(x)[:, 1]
+    return out
+
+
+def _mae(pred: np.ndarray, w: Windows, card: ModelCard, k: int, j: int) -> float | None:
+    m = (w.y_forecast_mask[..., k] > 0) & healthy(w) & np.isfinite(pred[..., k, j])
+    if not m.any():
+        return None
+    scale = card.target_scale[card.targets[j]]
+    return float(np.abs(pred[..., k, j][m] - w.y_forecast[..., k, j][m]).mean() * scale)
+
+
+def baseline_report(
+    train: Windows, test: Windows, card: ModelCard, *, seed: int = 0
+) -> dict[str, Any]:
+    """Held-out MAE of every forecast baseline and the GBT insight scores, as JSON data."""
+    from .evaluate import binary_scores
+
+    fitted = fit_baselines(train, card, seed=seed)
+    preds = forecast_baselines(test, card, fitted)
+    forecast: dict[str, Any] = {}
+    for k, h in enumerate(card.horizons_s):
+        forecast[str(h)] = {
+            name: {b: _mae(p, test, card, k, j) for b, p in preds.items()}
+            for j, name in enumerate(card.targets)
+        }
+        forecast[str(h)]["n"] = int(((test.y_forecast_mask[..., k] > 0) & healthy(test)).sum())
+    probs = insight_baseline(test, card, fitted)
+    insights: dict[str, Any] = {}
+    for i, name in enumerate(card.insights):
+        rows = (test.y_insight_mask[:, i] > 0) & np.isfinite(probs[:, i])
+        insights[name] = (
+            binary_scores(test.y_insight[rows, i], probs[rows, i] >= 0.5) if rows.any() else None
+        )
+    return {
+        "windows": {"train": len(train), "test": len(test)},
+        "forecast": forecast,
+        "gbt": insights,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m humigraph.model.baselines --data SPEC [--holdout 0.2] [--seed 0]``."""
+    from .data import load, make_windows, split
+
+    ap = argparse.ArgumentParser(prog="python -m humigraph.model.baselines")
+    ap.add_argument("--data", required=True, help="a data SPEC (room-climate:DIR, world:SEED, ...)")
+    ap.add_argument("--holdout", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stride", type=int, default=1, help="window stride in steps")
+    args = ap.parse_args(argv)
+    card = ModelCard()
+    train_recs, test_recs = split(load(args.data), holdout=args.holdout, seed=args.seed)
+    train = make_windows(train_recs, card, stride_steps=args.stride)
+    test = make_windows(test_recs, card, stride_steps=args.stride)
+    rep = baseline_report(train, test, card, seed=args.seed)
+    rep["data"] = args.data
+    rep["recordings"] = {"train": len(train_recs), "test": sorted(r.name for r in test_recs)}
+    json.dump(rep, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

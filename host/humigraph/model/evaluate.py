@@ -1,0 +1,404 @@
+"""``humigraph evaluate``: run a ``.tflite`` over a data SPEC, window by window, and score it.
+
+:func:`evaluate` returns the JSON of DESIGN.md ("humigraph evaluate --json"), with the baselines
+side by side; :func:`print_table` prints it for people. The model runs through
+:class:`humigraph.runtime.Runtime` exactly as on the gateway: batch 1, one window at a time.
+
+- forecast: MAE in °C and %RH per horizon on the clean data, against the targets of
+  :func:`humigraph.model.data.make_windows`, over nodes not labelled faulty at the window's end; persistence, linear trend and ridge on the same
+  windows (ridge cross-fitted over two folds of the recordings, so it never sees what it scores);
+- faults: per-class precision/recall/F1 and macro F1 on the same data with seeded injected faults
+  (:func:`humigraph.model.data.inject_faults`); false alarms per node-day on the clean data;
+- occupancy, ventilation: balanced accuracy, F1 and base rate at p >= 0.5, GBT beside them;
+- adjacency_auc: ROC AUC of the mean learned adjacency against the true coupling (> 0).
+
+A key whose ground truth the data lacks is null.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..errors import UsageError
+from .baselines import healthy
+from .card import ModelCard, load_card
+from .data import count_windows, inject_faults, load, make_windows, split
+from .data_types import Recording, Windows
+
+__all__ = [
+    "balanced_accuracy",
+    "binary_scores",
+    "evaluate",
+    "f1_binary",
+    "format_table",
+    "macro_f1",
+    "per_class_scores",
+    "print_table",
+    "roc_auc",
+]
+
+DEFAULT_FAULT_RATE = 0.5
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def f1_binary(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 of the positive class (0 when there is no positive in truth or prediction)."""
+    y, p = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    return _prf(float((y & p).sum()), float((~y & p).sum()), float((y & ~p).sum()))[2]
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true`` (as scikit-learn's)."""
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y)
+    if not len(classes):
+        return math.nan
+    return float(np.mean([(p[y == c] == c).mean() for c in classes]))
+
+
+def binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(y_pred).astype(int)
+    return {
+        "balanced_accuracy": round(balanced_accuracy(y, p), 4),
+        "f1": round(f1_binary(y, p), 4),
+        "base_rate": round(float(y.mean()), 4),
+        "n": int(len(y)),
+    }
+
+
+def per_class_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{class: {precision, recall, f1, support}}`` for every class index in ``classes``."""
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    out = {}
+    for c, name in enumerate(classes):
+        tp = float(((y == c) & (p == c)).sum())
+        fp = float(((y != c) & (p == c)).sum())
+        fn = float(((y == c) & (p != c)).sum())
+        pr, rc, f1 = _prf(tp, fp, fn)
+        out[name] = {
+            "precision": round(pr, 4),
+            "recall": round(rc, 4),
+            "f1": round(f1, 4),
+            "support": int((y == c).sum()),
+        }
+    return out
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in truth or prediction (scikit-learn's 'macro')."""
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    labels = np.union1d(np.unique(y), np.unique(p))
+    if not len(labels):
+        return math.nan
+    return float(np.mean([f1_binary(y == c, p == c) for c in labels]))
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with tied scores sharing their rank); None when
+    only one class is present."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------- running the model
+
+
+def _run(rt: Any, w: Windows, want: Sequence[str]) -> dict[str, np.ndarray]:
+    """The model on every window, batch 1; outputs stacked on a new first axis."""
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in want}
+    for i in range(len(w)):
+        res = rt.run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])
+        for k in want:
+            outs[k].append(res[k][0])
+    return {k: np.stack(v) if v else np.zeros((0,)) for k, v in outs.items()}
+
+
+def _folds(recs: Sequence[Recording], w: Windows, seed: int) -> list[np.ndarray]:
+    """Two boolean masks over the windows: by recording when there are two or more recordings,
+    else the first and second half in time."""
+    if len({r.name for r in recs}) >= 2:
+        _, test = split(recs, holdout=0.5, seed=seed)
+        names = {r.name for r in test}
+        in_b = np.array([recs[i].name in names for i in w.rec], dtype=bool)
+    else:
+        in_b = np.arange(len(w)) >= len(w) // 2
+    return [~in_b, in_b]
+
+
+def _cross_fit(
+    recs: Sequence[Recording], w: Windows, card: ModelCard, seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Ridge forecasts ``[W, nodes, K, 2]`` and GBT insight probabilities ``[W, I]``, each window
+    predicted by models fitted on the other fold; None when a fold is too small."""
+    from .baselines import fit_baselines, forecast_baselines, insight_baseline
+
+    if len(w) < 20:
+        return None, None
+    ridge = np.full(w.y_forecast.shape, np.nan, np.float32)
+    gbt = np.full((len(w), len(card.insights)), np.nan)
+    a, b = _folds(recs, w, seed)
+    for fit_on, predict in ((a, b), (b, a)):
+        if fit_on.sum() < 10 or not predict.any():
+            continue
+        fitted = fit_baselines(w.take(fit_on), card, seed=seed)
+        part = w.take(predict)
+        pred = forecast_baselines(part, card, fitted).get("ridge")
+        if pred is not None:
+            ridge[predict] = pred
+        gbt[predict] = insight_baseline(part, card, fitted)
+    return ridge, gbt
+
+
+def _mae(pred: np.ndarray, w: Windows, k: int, j: int, scale: float) -> float | None:
+    m = (w.y_forecast_mask[..., k] > 0) & healthy(w) & np.isfinite(pred[..., k, j])
+    if not m.any():
+        return None
+    return round(float(np.abs(pred[..., k, j][m] - w.y_forecast[..., k, j][m]).mean() * scale), 4)
+
+
+def _forecast(
+    pred: np.ndarray, w: Windows, card: ModelCard, ridge: np.ndarray | None
+) -> dict[str, Any]:
+    from .baselines import linear_trend, persistence
+
+    base = {"persistence": persistence(w, card), "linear": linear_trend(w, card)}
+    if ridge is not None:
+        base["ridge"] = ridge
+    out: dict[str, Any] = {}
+    for k, h in enumerate(card.horizons_s):
+        entry: dict[str, Any] = {}
+        for j, name in enumerate(card.targets):
+            scale = float(card.target_scale[name])
+            entry[name] = {"mae": _mae(pred, w, k, j, scale)}
+            entry[name].update({b: _mae(p, w, k, j, scale) for b, p in base.items()})
+        entry["n"] = int(((w.y_forecast_mask[..., k] > 0) & healthy(w)).sum())
+        out[str(h)] = entry
+    return out
+
+
+def _false_alarms(pred_cls: np.ndarray, w: Windows, card: ModelCard, stride: int) -> float | None:
+    """Alarm episodes (a node turning non-ok across consecutive windows counts once) per
+    node-day, on node-windows known or assumed healthy (unlabelled clean data counts as ok)."""
+    healthy = (w.node_mask > 0) & ((w.y_fault_mask == 0) | (w.y_fault == 0))
+    covered_s = float(healthy.sum()) * stride * card.step_s
+    if covered_s <= 0:
+        return None
+    alarm = healthy & (pred_cls != 0)
+    gap = stride * card.step_s
+    # previous window of the same recording, exactly one stride earlier
+    prev_ok = np.zeros(len(w), bool)
+    prev_ok[1:] = (w.rec[1:] == w.rec[:-1]) & np.isclose(np.diff(w.end_ts), gap)
+    prev_alarm = np.zeros_like(alarm)
+    prev_alarm[1:] = alarm[:-1] & prev_ok[1:, None]
+    onsets = int((alarm & ~prev_alarm).sum())
+    return round(onsets / (covered_s / 86400.0), 4)
+
+
+def _insights(
+    probs: np.ndarray, w: Windows, card: ModelCard, gbt: np.ndarray | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, name in enumerate(card.insights):
+        rows = w.y_insight_mask[:, i] > 0
+        if not rows.any():
+            out[name] = None
+            continue
+        y = w.y_insight[rows, i]
+        entry: dict[str, Any] = binary_scores(y, probs[rows, i] >= 0.5)
+        entry["auc"] = _round(roc_auc(y, probs[rows, i]))
+        if gbt is not None and np.isfinite(gbt[rows, i]).all():
+            g = binary_scores(y, gbt[rows, i] >= 0.5)
+            g["auc"] = _round(roc_auc(y, gbt[rows, i]))
+            entry["baselines"] = {"gbt": g}
+        out[name] = entry
+    return out
+
+
+def _round(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _adjacency_auc(adj_sum: dict[int, np.ndarray], recs: Sequence[Recording]) -> float | None:
+    ys, ss = [], []
+    for ri, total in adj_sum.items():
+        truth = recs[ri].adjacency
+        if truth is None:
+            continue
+        n = len(recs[ri].nodes)
+        off = ~np.eye(n, dtype=bool)
+        ys.append(np.asarray(truth)[:n, :n][off] > 0)
+        ss.append(total[:n, :n][off])
+    if not ys:
+        return None
+    return _round(roc_auc(np.concatenate(ys), np.concatenate(ss)))
+
+
+def evaluate(
+    model_path: Path | str,
+    spec_or_recordings: str | Sequence[Recording],
+    *,
+    seed: int = 0,
+    max_windows: int | None = None,
+    fault_rate: float = DEFAULT_FAULT_RATE,
+    baselines: bool = True,
+) -> dict[str, Any]:
+    """Scores the model on the data (see the module docstring); returns JSON-ready data.
+
+    With ``max_windows``, windows are spread evenly (a stride) and capped at that many, for the
+    clean and the fault-injected pass each.
+    """
+    from ..runtime import Runtime
+
+    started = time.perf_counter()
+    card = load_card(model_path)
+    rt = Runtime(model_path, card=card)
+    if isinstance(spec_or_recordings, str):
+        recs = load(spec_or_recordings)
+        data_name = spec_or_recordings
+    else:
+        recs = list(spec_or_recordings)
+        data_name = f"{len(recs)} recording(s)"
+    if not recs:
+        raise UsageError("evaluate: no recordings to evaluate on")
+    if max_windows is not None and max_windows < 1:
+        raise UsageError(f"max_windows must be >= 1, got {max_windows}")
+    total = count_windows(recs, card)
+    if total == 0:
+        raise UsageError(
+            f"evaluate: {data_name} has no window of {card.window_s} s "
+            f"({card.history} steps of {card.step_s} s); the recordings are too short"
+        )
+    stride = max(1, math.ceil(total / max_windows)) if max_windows else 1
+    clean = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
+    out = _run(rt, clean, ("forecast", "fault", "insight", "adjacency"))
+
+    ridge = gbt = None
+    if baselines:
+        ridge, gbt = _cross_fit(recs, clean, card, seed)
+
+    adj_sum: dict[int, np.ndarray] = {}
+    for ri in np.unique(clean.rec):
+        if recs[int(ri)].adjacency is not None:
+            adj_sum[int(ri)] = out["adjacency"][clean.rec == ri].mean(axis=0)
+
+    faulty_recs = inject_faults(recs, rate=fault_rate, seed=seed)
+    faulty = make_windows(
+        faulty_recs, card, stride_steps=stride, max_windows=max_windows, seed=seed
+    )
+    fault_pred = _run(rt, faulty, ("fault",))["fault"].argmax(-1)
+    m = faulty.y_fault_mask > 0
+    y_true, y_pred = faulty.y_fault[m], fault_pred[m]
+    faults: dict[str, Any] = {
+        "macro_f1": _round(macro_f1(y_true, y_pred)) if m.any() else None,
+        "per_class": per_class_scores(y_true, y_pred, card.fault_classes) if m.any() else None,
+        "false_alarms_per_node_day": _false_alarms(out["fault"].argmax(-1), clean, card, stride),
+        "injected_rate": fault_rate,
+        "node_windows": int(m.sum()),
+    }
+    return {
+        "model": Path(model_path).name,
+        "model_id": card.model_id,
+        "data": data_name,
+        "windows": len(clean),
+        "stride_steps": stride,
+        "recordings": len(recs),
+        "backend": rt.backend,
+        "forecast": _forecast(out["forecast"], clean, card, ridge),
+        "faults": faults,
+        **_insights(out["insight"], clean, card, gbt),
+        "adjacency_auc": _adjacency_auc(adj_sum, recs),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+# ---------------------------------------------------------------- the human summary
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    return "-" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The evaluation as a few aligned tables (what ``humigraph evaluate`` prints)."""
+    lines = [
+        f"model {result.get('model')} on {result.get('data')}: {result.get('windows')} windows"
+        + (f" ({result['seconds']} s)" if "seconds" in result else "")
+    ]
+    fc = result.get("forecast") or {}
+    if fc:
+        names = ("mae", "persistence", "linear", "ridge")
+        lines.append("")
+        lines.append(f"{'forecast MAE':<16}" + "".join(f"{n:>13}" for n in names))
+        for h, entry in fc.items():
+            for tgt, unit in (("t", "°C"), ("rh", "%RH")):
+                if tgt not in entry:
+                    continue
+                row = f"+{int(h) // 60} min {tgt} ({unit})"
+                lines.append(
+                    f"{row:<16}" + "".join(f"{_fmt(entry[tgt].get(n)):>13}" for n in names)
+                )
+    faults = result.get("faults") or {}
+    lines.append("")
+    lines.append(
+        f"faults: macro F1 {_fmt(faults.get('macro_f1'))}, false alarms per node-day "
+        f"{_fmt(faults.get('false_alarms_per_node_day'), 2)}"
+    )
+    for name, s in (faults.get("per_class") or {}).items():
+        lines.append(
+            f"  {name:<9} precision {_fmt(s['precision'])}  recall {_fmt(s['recall'])}  "
+            f"F1 {_fmt(s['f1'])}  n={s['support']}"
+        )
+    for name in ("occupancy", "ventilation"):
+        s = result.get(name)
+        lines.append("")
+        if s is None:
+            lines.append(f"{name}: no labels in the data")
+            continue
+        lines.append(
+            f"{name}: balanced accuracy {_fmt(s['balanced_accuracy'])}, F1 {_fmt(s['f1'])}, "
+            f"base rate {_fmt(s['base_rate'])}"
+        )
+        g = (s.get("baselines") or {}).get("gbt")
+        if g:
+            lines.append(
+                f"  GBT baseline: balanced accuracy {_fmt(g['balanced_accuracy'])}, "
+                f"F1 {_fmt(g['f1'])}"
+            )
+    lines.append("")
+    lines.append(f"adjacency AUC: {_fmt(result.get('adjacency_auc'))}")
+    return "\n".join(lines)
+
+
+def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
+    print(format_table(result), file=file or sys.stdout)

@@ -1,0 +1,182 @@
+"""humigraph evaluate: metrics on known inputs, baselines, and evaluate() on a tiny INT8 model."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from humigraph.model.baselines import (
+    baseline_report,
+    fit_baselines,
+    forecast_baselines,
+    linear_trend,
+)
+from humigraph.model.card import FAULT_CLASSES, ModelCard
+from humigraph.model.data import Recording, make_windows
+from humigraph.model.evaluate import (
+    balanced_accuracy,
+    binary_scores,
+    evaluate,
+    f1_binary,
+    format_table,
+    macro_f1,
+    per_class_scores,
+    print_table,
+    roc_auc,
+)
+
+T0 = 1_764_374_400.0
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_balanced_accuracy_and_f1_by_hand() -> None:
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    # recall(1) = 3/4, recall(0) = 5/6
+    assert balanced_accuracy(y, p) == pytest.approx((3 / 4 + 5 / 6) / 2)
+    # precision 3/4, recall 3/4
+    assert f1_binary(y, p) == pytest.approx(0.75)
+    assert f1_binary(np.zeros(3), np.zeros(3)) == 0.0
+    s = binary_scores(y, p)
+    assert s["base_rate"] == 0.4 and s["n"] == 10
+    assert balanced_accuracy(np.ones(4), np.array([1, 1, 0, 0])) == 0.5  # one class: its recall
+
+
+def test_per_class_and_macro_f1_by_hand() -> None:
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    pc = per_class_scores(y, p, FAULT_CLASSES)
+    assert pc["ok"] == {"precision": 1.0, "recall": round(2 / 3, 4), "f1": 0.8, "support": 3}
+    assert pc["stuck"]["precision"] == 0.5 and pc["stuck"]["recall"] == 0.5
+    assert pc["spike"]["f1"] == round(2 / 3, 4) and pc["dropout"]["support"] == 0
+    # classes 0, 1, 2 present: F1 0.8, 0.5, 2/3
+    assert macro_f1(y, p) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert math.isnan(macro_f1(np.array([]), np.array([])))
+
+
+def test_roc_auc_by_hand_with_ties() -> None:
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert roc_auc(np.array([1, 0]), np.array([0.9, 0.1])) == 1.0
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def ramp(name: str, slope: float, n_steps: int = 90) -> Recording:
+    k = np.arange(n_steps, dtype=float)
+    ts = T0 + 60.0 * k
+    occ = (np.arange(n_steps) % 40 >= 20).astype(np.int64)
+    return Recording(
+        name=name,
+        site="s",
+        nodes=["a", "b"],
+        ts=[ts, ts.copy()],
+        t=[20 + slope * k, 21 + slope * k],
+        rh=[40 + 5 * slope * k, 41 + 5 * slope * k],
+        ok=[np.ones(n_steps, bool)] * 2,
+        occupancy=(ts, occ),
+    )
+
+
+def test_linear_baseline_is_exact_on_a_ramp_and_persistence_is_not() -> None:
+    card = ModelCard()
+    w = make_windows([ramp("r", 0.01)], card)
+    lin = linear_trend(w, card)
+    m = w.y_forecast_mask > 0
+    assert np.abs(lin - w.y_forecast)[m].max() < 1e-4
+    rep = baseline_report(w, w, card)
+    assert rep["forecast"]["300"]["t"]["persistence"] == pytest.approx(0.05, abs=1e-5)
+    assert rep["forecast"]["1800"]["rh"]["linear"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_ridge_learns_the_slope_from_training_windows() -> None:
+    card = ModelCard()
+    train = make_windows([ramp(f"r{i}", s) for i, s in enumerate((0.01, -0.02, 0.03))], card)
+    test = make_windows([ramp("t", 0.015)], card)
+    fitted = fit_baselines(train, card)
+    pred = forecast_baselines(test, card, fitted)["ridge"]
+    m = test.y_forecast_mask > 0
+    err = np.abs(pred - test.y_forecast)[m].mean()
+    assert err < 0.2 * np.abs(test.y_forecast[m]).mean()
+
+
+# ---------------------------------------------------------------- evaluate() on a real .tflite
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorflow")
+    from support.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_evaluate_world_returns_every_key(tiny: Path) -> None:
+    res = evaluate(tiny, "world:3?days=1&rooms=3", max_windows=40, seed=1)
+    json.dumps(res)  # JSON-ready
+    assert res["model"] == "tiny-int8.tflite" and res["data"] == "world:3?days=1&rooms=3"
+    assert 0 < res["windows"] <= 40
+    assert set(res["forecast"]) == {"300", "900", "1800"}
+    for entry in res["forecast"].values():
+        for tgt in ("t", "rh"):
+            assert set(entry[tgt]) == {"mae", "persistence", "linear", "ridge"}
+            assert all(isinstance(entry[tgt][k], float) for k in ("mae", "persistence", "linear"))
+    f = res["faults"]
+    assert 0.0 <= f["macro_f1"] <= 1.0 and f["false_alarms_per_node_day"] >= 0.0
+    assert set(f["per_class"]) == set(FAULT_CLASSES)
+    assert set(f["per_class"]["stuck"]) == {"precision", "recall", "f1", "support"}
+    assert sum(s["support"] for s in f["per_class"].values()) == f["node_windows"] > 0
+    assert sum(s["support"] for k, s in f["per_class"].items() if k != "ok") > 0  # injected
+    for name in ("occupancy", "ventilation"):
+        assert {"balanced_accuracy", "f1", "base_rate"} <= set(res[name])
+    assert res["adjacency_auc"] is not None and 0.0 <= res["adjacency_auc"] <= 1.0
+    # the same seed gives the same numbers
+    again = evaluate(tiny, "world:3?days=1&rooms=3", max_windows=40, seed=1)
+    assert again["faults"] == res["faults"] and again["forecast"] == res["forecast"]
+
+
+def test_evaluate_without_ground_truth_gives_nulls(tiny: Path) -> None:
+    recs = [ramp("a", 0.01), ramp("b", -0.01)]
+    recs[0].occupancy = recs[1].occupancy = None
+    res = evaluate(tiny, recs, baselines=False)
+    assert res["occupancy"] is None and res["ventilation"] is None
+    assert res["adjacency_auc"] is None
+    assert res["forecast"]["300"]["t"]["persistence"] == pytest.approx(0.05, abs=1e-4)
+    assert "ridge" not in res["forecast"]["300"]["t"]
+    text = format_table(res)
+    assert "occupancy: no labels in the data" in text and "+5 min t" in text
+    buf = io.StringIO()
+    print_table(res, file=buf)
+    assert buf.getvalue().strip() == text
+
+
+def test_false_alarms_count_episodes_per_node_day() -> None:
+    from humigraph.model.evaluate import _false_alarms
+
+    card = ModelCard()
+    w = make_windows([ramp("r", 0.01)], card)  # 59 windows a minute apart, 2 nodes
+    pred = np.zeros(w.y_fault.shape, np.int64)
+    pred[5:10, 0] = FAULT_CLASSES.index("noise")  # one episode of 5 windows
+    pred[20, 0] = FAULT_CLASSES.index("stuck")  # a second one
+    pred[30, 5] = 1  # padding: ignored
+    node_days = len(w) * 2 * 60 / 86400
+    assert _false_alarms(pred, w, card, stride=1) == pytest.approx(2 / node_days, rel=1e-3)
+    # windows labelled faulty are not false alarms
+    w.y_fault_mask[:, 0] = 1
+    w.y_fault[:, 0] = FAULT_CLASSES.index("noise")
+    assert _false_alarms(pred, w, card, stride=1) == 0.0
+
+
+def test_evaluate_refuses_recordings_too_short(tiny: Path) -> None:
+    from humigraph.errors import UsageError
+
+    with pytest.raises(UsageError, match="no window of 1920 s"):
+        evaluate(tiny, [ramp("short", 0.01, n_steps=20)])
