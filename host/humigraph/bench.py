@@ -291,6 +291,10 @@ def _table(r: dict[str, Any]) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "ingest":
+        from . import bench_ingest
+
+        return bench_ingest.run_command(args)
     if args.minutes <= 0 or args.replay < 10:
         raise UsageError("--minutes must be > 0 and --replay at least 10")
     r = run_firmware_bench(args.minutes, args.replay)
@@ -301,12 +305,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
-        help="benchmarks (firmware)",
+        help="benchmarks (firmware, ingest)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # ingest and model benchmarks arrive with the gateway and the model
-    p.add_argument("what", choices=["firmware"], help="what to measure")
+    p.add_argument("what", choices=["firmware", "ingest"], help="what to measure")
     p.add_argument("--minutes", type=float, default=10.0, help="soak duration (default 10)")
     p.add_argument(
         "--replay",
@@ -315,4 +319,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="readings buffered before the replay (default 2000)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from .bench_ingest import add_arguments as add_ingest_arguments
+
+    add_ingest_arguments(p)  # humigraph bench ingest: see bench_ingest.py
     p.set_defaults(func=_cmd_bench)

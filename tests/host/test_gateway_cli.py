@@ -24,16 +24,17 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_defaults() -> None:
     a = parse("--broker", "mqtt://127.0.0.1:1883")
-    assert (a.broker, a.db, a.http, a.prefix, a.client_id, a.sites) == (
+    assert a.func is commands.run
+    c = commands.load_config(a)
+    assert (c.broker_url, c.db, c.http, c.prefix, c.broker_client_id, c.sites) == (
         "mqtt://127.0.0.1:1883", commands.DEFAULT_DB, "127.0.0.1:8080", "humigraph",
         "humigraph-gateway", None,
     )  # fmt: skip
-    assert a.func is commands.run
 
 
-def test_broker_is_required() -> None:
-    with pytest.raises(SystemExit):
-        parse()
+def test_broker_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    assert commands.main([]) == 2
+    assert "broker.url is required" in capsys.readouterr().err
 
 
 def test_address_parsing() -> None:
@@ -50,7 +51,7 @@ def test_address_parsing() -> None:
     ("kw", "match"),
     [
         ({"broker": "localhost:1883"}, "broker"),
-        ({"db": "postgresql://db/humigraph"}, "PostgreSQL"),
+        ({"db": "mysql://db/humigraph"}, "db: expected"),
         ({"http": "nowhere"}, "http"),
         ({"prefix": "a/+/b"}, "prefix"),
         ({"batch_wait": -1.0}, "batch-wait"),
@@ -99,12 +100,14 @@ def test_password_options(
     monkeypatch.delenv("HUMIGRAPH_MQTT_PASSWORD", raising=False)
     missing = str(tmp_path / "missing")
     assert commands.main(["--broker", "mqtt://127.0.0.1:1", "--password-file", missing]) == 2
-    assert "password-file: cannot read" in capsys.readouterr().err
+    assert "broker.password_file: cannot read" in capsys.readouterr().err
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
     assert commands.main(["--broker", "mqtt://127.0.0.1:1", "--password-file", str(secret)]) == 2
-    assert "without --user" in capsys.readouterr().err
+    assert "without a username (--user)" in capsys.readouterr().err
     args = parse("--broker", "mqtt://h:1", "--user", "gateway", "--password-file", str(secret))
-    assert commands._password(args) == "s3cret"
+    assert commands.load_config(args).broker_password == "s3cret"
     monkeypatch.setenv("HUMIGRAPH_MQTT_PASSWORD", "from-env")
-    assert commands._password(parse("--broker", "mqtt://h:1", "--user", "gw")) == "from-env"
+    assert commands.load_config(
+        parse("--broker", "mqtt://h:1", "--user", "gw")
+    ).broker_password == ("from-env")

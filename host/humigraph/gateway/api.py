@@ -1,6 +1,8 @@
 """The gateway's read-only HTTP API (stdlib ``ThreadingHTTPServer``).
 
-``/healthz``, ``/api/devices``, ``/api/readings?dev=&since=&until=&limit=``, ``/metrics``.
+``/healthz``, ``/api/devices``, ``/api/readings?dev=&since=&until=&limit=``, ``/metrics``;
+the reasoner's ``/api/sites``, ``/api/forecast?dev=``, ``/api/health?dev=``, ``/api/insight?site=``,
+``/api/alerts?active=&site=&limit=`` and ``/api/gaps`` (derived.py).
 Each request reads through its own read-only SQLite connection (WAL lets it run beside the writer).
 """
 
@@ -16,8 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from . import derived
 from . import store as st
+from .events import EventBus
 from .validate import ID_RE
+from .web import EventStreams, serve_static
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,16 @@ class ApiServer:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | st.DbUrl,  # either backend: st.open_reader takes both
         host: str,
         port: int,
         *,
         status: Callable[[], dict[str, Any]],
         metrics_text: Callable[[sqlite3.Connection], str],
+        events: EventBus | None = None,
     ) -> None:
         self.db_path = db_path
+        self.streams = EventStreams(events)  # /api/events (server-sent events), see web.py
         self.status = status
         self.metrics_text = metrics_text
         api = self
@@ -79,6 +86,7 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self.streams.close()  # each open event stream holds a server thread: end them first
         self.httpd.shutdown()
         self.httpd.server_close()
         if self._thread:
@@ -104,13 +112,25 @@ class ApiServer:
                 with self._reader() as conn:
                     text = self.metrics_text(conn)
                 self._send_raw(h, 200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
-            else:
+            elif url.path == "/api/events":
+                self.streams.serve(h)
+            elif url.path in derived.ROUTES:  # what the reasoner concluded (derived.py)
+                with self._reader() as conn:
+                    code, body = derived.route(url.path, q, conn, self._model_info())
+                self._send(h, code, body)
+            elif not serve_static(h, url.path):  # the dashboard: / and /ui/NAME
                 self._send(h, 404, {"error": f"no such endpoint: {url.path}"})
-        except _BadRequest as e:
+        except (_BadRequest, derived.BadRequest) as e:
             self._send(h, 400, {"error": str(e)})
-        except sqlite3.Error as e:
+        except st.DB_ERRORS as e:  # SQLite or PostgreSQL
             log.warning("HTTP %s: database error: %s", url.path, e)
             self._send(h, 503, {"error": f"database unavailable: {e}"})
+
+    def _model_info(self) -> dict[str, Any] | None:
+        r = self.status().get("reasoning") or {}
+        if not r.get("enabled"):
+            return None
+        return {"id": r.get("model_id"), "backend": r.get("backend"), "step_s": r.get("step_s")}
 
     def _readings(self, q: dict[str, list[str]]) -> list[dict[str, Any]]:
         dev = q.get("dev", [""])[0]

@@ -1,10 +1,13 @@
-"""``humigraph gateway``: runs the gateway in the foreground until Ctrl-C or SIGTERM."""
+"""``humigraph gateway``: runs the gateway in the foreground until Ctrl-C or SIGTERM.
+
+Settings come from ``--config FILE`` (TOML, see :mod:`humigraph.gateway.config`) and flags; a
+flag given on the command line wins over the file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -12,19 +15,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import HumigraphError, UsageError
+from ..errors import HumigraphError
+from . import config as cfgmod
+from . import store as st
+from .config import DEFAULT_DB, GatewayConfig
 
-DEFAULT_DB = "sqlite:///humigraph-gateway.db"
+__all__ = ["DEFAULT_DB", "add_arguments", "main", "register", "run"]
+
+# argparse dest -> config key. Every flag defaults to None: "not given", so the file's value stays.
+FLAG_KEYS = {
+    "broker": "broker.url",
+    "user": "broker.username",
+    "password_file": "broker.password_file",
+    "client_id": "broker.client_id",
+    "tls_ca": "broker.tls.ca",
+    "tls_cert": "broker.tls.cert",
+    "tls_key": "broker.tls.key",
+    "db": "db",
+    "data_dir": "data_dir",
+    "http": "http",
+    "prefix": "prefix",
+    "sites": "sites",
+    "model": "model.path",
+    "infer_interval": "model.infer_interval",
+    "batch_max": "ingest.batch_max",
+    "batch_wait": "ingest.batch_wait",
+    "flood_factor": "flood.factor",
+    "flood_rate": "flood.rate",
+    "flood_burst": "flood.burst",
+}
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "gateway",
-        help="store every reading from the boards (MQTT -> SQLite) and serve the HTTP API",
+        help="store every reading from the boards (MQTT -> SQLite/PostgreSQL) and serve the HTTP API",
         description=(
             "Subscribes to <prefix>/+/+/state|status|meta with a persistent QoS 1 session, "
             "stores each reading once (acknowledged only after it is committed), quarantines "
-            "invalid messages, and serves /healthz, /api/devices, /api/readings and /metrics."
+            "invalid messages, and serves /healthz, /api/devices, /api/readings and /metrics. "
+            "Settings come from --config FILE (TOML) and the flags below; a flag wins over "
+            "the file."
         ),
     )
     add_arguments(p)
@@ -32,77 +63,81 @@ def register(subparsers: Any) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, help="mqtt://HOST[:PORT]")
+    def opt(*names: str, default_key: str | None = None, **kw: Any) -> None:
+        if default_key is not None:
+            key = cfgmod.SCHEMA_BY_NAME[default_key]
+            kw["help"] = f"{kw.get('help', key.help)} (default: {key.default})"
+        p.add_argument(*names, default=None, **kw)
+
+    p.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
     p.add_argument(
-        "--db",
-        default=DEFAULT_DB,
-        help="sqlite:///relative/path or sqlite:////absolute/path (default: %(default)s)",
+        "--check",
+        action="store_true",
+        help="validate the configuration (file and flags), print it and exit",
     )
-    p.add_argument(
-        "--http", default="127.0.0.1:8080", help="HTTP API address, or 'off' (default: %(default)s)"
-    )
-    p.add_argument("--prefix", default="humigraph", help="MQTT topic prefix (default: %(default)s)")
-    p.add_argument(
+    opt("--broker", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
+    opt("--db", help=f"sqlite:///relative/path, sqlite:////absolute/path or postgresql://... "
+        f"(default: {DEFAULT_DB}, or DATA_DIR/gateway.db)")  # fmt: skip
+    opt("--data-dir", metavar="DIR", help="where the default SQLite database lives")
+    opt("--http", default_key="http", help="HTTP API address HOST:PORT, or 'off'")
+    opt("--prefix", default_key="prefix", help="MQTT topic prefix")
+    opt(
         "--client-id",
-        default="humigraph-gateway",
+        default_key="broker.client_id",
         help="MQTT client id: the broker keeps this id's session while the gateway is down",
     )
-    p.add_argument(
+    opt(
         "--site",
         action="append",
         dest="sites",
         metavar="SITE",
         help="accept only these sites (repeatable; default: any site)",
     )
-    p.add_argument("--user", help="MQTT username (the broker's password_file login)")
-    p.add_argument(
+    opt(
+        "--model",
+        metavar="PATH",
+        help="the INT8 reasoning model (.tflite with its card beside it; default: "
+        "models/humigraph-int8.tflite of this checkout when it exists); reloaded when it changes",
+    )
+    opt("--infer-interval", type=float, metavar="S",
+        help="seconds between inferences per site (default: the model card's step_s)")  # fmt: skip
+    opt("--user", help="MQTT username (the broker's password_file login)")
+    opt(
         "--password-file",
         metavar="FILE",
         help="file holding the MQTT password (or set HUMIGRAPH_MQTT_PASSWORD)",
     )
-    p.add_argument(
-        "--batch-wait",
-        type=float,
-        default=0.02,
-        metavar="S",
-        help="longest wait to fill a batch before committing (default: %(default)s s)",
-    )
-    p.add_argument(
-        "--batch-max",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="most messages per transaction (default: %(default)s)",
-    )
+    opt("--tls-ca", metavar="FILE", help="CA certificate of the broker (turns TLS on)")
+    opt("--tls-cert", metavar="FILE", help="client certificate (PEM), with --tls-key")
+    opt("--tls-key", metavar="FILE", help="client private key (PEM), with --tls-cert")
+    opt("--batch-wait", type=float, metavar="S", default_key="ingest.batch_wait",
+        help="longest wait to fill a batch before committing, seconds")  # fmt: skip
+    opt("--batch-max", type=int, metavar="N", default_key="ingest.batch_max",
+        help="most messages per transaction")  # fmt: skip
+    opt("--flood-factor", type=float, metavar="X", default_key="flood.factor")
+    opt("--flood-rate", type=float, metavar="R", default_key="flood.rate")
+    opt("--flood-burst", type=int, metavar="N", default_key="flood.burst")
 
 
-def _password(args: argparse.Namespace) -> str | None:
-    if args.password_file:
-        try:
-            return Path(args.password_file).read_text().strip()
-        except OSError as e:
-            raise UsageError(f"password-file: cannot read {args.password_file}: {e}") from e
-    return os.environ.get("HUMIGRAPH_MQTT_PASSWORD")
+def load_config(args: argparse.Namespace) -> GatewayConfig:
+    """The file named by ``--config`` (if any) with the flags given on top."""
+    overrides = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
+    return cfgmod.load(args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     from .service import Gateway
 
-    password = _password(args)
-    if password is not None and not args.user:
-        raise UsageError("user: a password was given without --user")
-    gw = Gateway(
-        args.broker,
-        args.db,
-        http=None if args.http == "off" else args.http,
-        prefix=args.prefix,
-        client_id=args.client_id,
-        sites=args.sites,
-        batch_max=args.batch_max,
-        batch_wait=args.batch_wait,
-        username=args.user,
-        password=password,
-    )
+    cfg = load_config(args)
+    if getattr(args, "check", False):
+        print(describe(cfg))
+        return 0
+    kwargs = cfg.gateway_kwargs()
+    if kwargs.get("model") is None:
+        from .reasoner import default_model
+
+        kwargs["model"] = default_model()
+    gw = Gateway(cfg.broker_url, cfg.db, **kwargs)
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -112,9 +147,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         gw.start()
         addr = gw.http_address
+        model = gw.reasoner.model_info() if gw.reasoner else None
         print(
-            f"humigraph gateway: {args.broker} -> {gw.db_path}"
-            + (f", http://{addr[0]}:{addr[1]}" if addr else ""),
+            f"humigraph gateway: {cfg.broker_url} -> {gw.db_url}"
+            + (f", http://{addr[0]}:{addr[1]}" if addr else "")
+            + (f", model {model['id']} ({model['backend']})" if model else ", no model"),
             flush=True,
         )
         while not done.wait(1.0):
@@ -124,6 +161,19 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return 0
+
+
+def describe(cfg: GatewayConfig) -> str:
+    """The effective configuration, one ``key = value`` a line (the password hidden)."""
+    lines = [f"# humigraph gateway: configuration OK ({cfg.source or 'flags only'})"]
+    for key in cfgmod.SCHEMA:
+        value = getattr(cfg, key.attr)
+        if key.name == "broker.password" and value is not None:
+            value = "***"
+        if key.name == "db":
+            value = str(st.parse_db(value))
+        lines.append(f"{key.name} = {value if not isinstance(value, Path) else str(value)!r}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
