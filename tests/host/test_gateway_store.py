@@ -110,7 +110,9 @@ def test_devices_status_meta_and_gaps(s: Store) -> None:
     s.write_batch(
         [
             Status("home", "kitchen-1", True),
-            Meta("home", "kitchen-1", {"fw": "0.1.0", "buffered": 4, "sensor": "dht22"}),
+            Meta(
+                "home", "kitchen-1", {"fw": "0.1.0", "buffered": 4, "sensor": "dht22", "rssi": -61}
+            ),
             rd(1),
             rd(3),
         ]
@@ -121,7 +123,7 @@ def test_devices_status_meta_and_gaps(s: Store) -> None:
     assert (k["site"], k["online"], k["fw"], k["buffered"], k["sensor"], k["gaps"]) == (
         "home", True, "0.1.0", 4, "dht22", 1,
     )  # fmt: skip
-    assert k["last_seen"] > 0
+    assert k["last_seen"] > 0 and k["rssi"] == -61
     assert devs["bedroom-2"]["online"] is False and devs["bedroom-2"]["gaps"] == 0
 
 

@@ -675,6 +675,7 @@ def devices(conn: Any) -> list[dict[str, Any]]:
                 "sensor": sensor,
                 "fw": m.get("fw"),
                 "buffered": m.get("buffered"),
+                "rssi": m.get("rssi"),
                 "gaps": gaps.get(dev, 0),
                 "flood_dropped": int(flood),
             }
