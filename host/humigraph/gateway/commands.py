@@ -52,10 +52,11 @@ def register(subparsers: Any) -> None:
         help="store every reading from the boards (MQTT -> SQLite/PostgreSQL) and serve the HTTP API",
         description=(
             "Subscribes to <prefix>/+/+/state|status|meta with a persistent QoS 1 session, "
-            "stores each reading once (acknowledged only after it is committed), quarantines "
-            "invalid messages, and serves /healthz, /api/devices, /api/readings and /metrics. "
-            "Settings come from --config FILE (TOML) and the flags below; a flag wins over "
-            "the file."
+            "stores each reading once (acknowledged only after it is committed, in SQLite or "
+            "PostgreSQL), quarantines invalid messages, runs the INT8 model over each site "
+            "(forecast, health and insight topics), raises graded alerts, and serves the "
+            "dashboard at /, the JSON API under /api, /healthz and /metrics. Settings come from "
+            "--config FILE (TOML) and the flags below; a flag wins over the file."
         ),
     )
     add_arguments(p)
