@@ -13,9 +13,9 @@ CHIP ?= auto
 FIRMWARE ?=
 CONFIG ?=
 
-.PHONY: setup test lint pytest demo flash console bench clean mosquitto need-mosquitto
+.PHONY: setup test lint pytest demo flash console bench clean mosquitto need-mosquitto train quantize browser
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -35,6 +35,19 @@ mosquitto:
 	  else \
 	    echo "note: mosquitto is missing and we are not root; the demo falls back to the embedded amqtt broker."; \
 	    echo "      For the tests install it: sudo apt-get install mosquitto mosquitto-clients"; \
+	  fi; \
+	fi
+
+# Debian's chromium and chromium-driver for the dashboard's browser test (tests/e2e/test_dashboard_browser.py):
+# installed when missing and we are root, otherwise we say what to install (that test then skips).
+browser:
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver (for the dashboard's browser test)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "note: chromium is missing and we are not root; the dashboard's browser test will skip."; \
+	    echo "      To run it: sudo apt-get install chromium chromium-driver"; \
 	  fi; \
 	fi
 
@@ -66,6 +79,21 @@ console: setup
 
 bench: setup
 	$(BIN)/humigraph bench firmware
+
+# The reasoning model: world simulator + the real datasets in $(DATA) when that folder exists.
+# `make train` starts over (humigraph train itself resumes from build/model/checkpoint).
+DATA ?= ../shared/data
+WORLD_SPEC := world:1-12?days=1
+MODEL_DATA = '$(WORLD_SPEC)' $(if $(wildcard $(DATA)/room-climate-A),room-climate:$(DATA)/room-climate-A) \
+	$(if $(wildcard $(DATA)/uci-occupancy),uci-occupancy:$(DATA)/uci-occupancy)
+
+train: setup
+	rm -rf build/model
+	$(BIN)/humigraph train --data $(MODEL_DATA) --out build/model --epochs 40 --seed 0
+
+quantize: setup
+	$(BIN)/humigraph quantize --model build/model/savedmodel --calibration $(MODEL_DATA) \
+	  --out models/humigraph-int8.tflite
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-output

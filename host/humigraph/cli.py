@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "humigraph.gateway.commands",
     "humigraph.demo",
     "humigraph.bench",
+    "humigraph.model.commands",
 )
 
 

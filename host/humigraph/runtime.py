@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ModelError
 from .model.card import ModelCard, load_card
 
-__all__ = ["Runtime", "interpreter_class"]
+__all__ = ["Runtime", "interpreter_class", "list_ops"]
 
 _CANDIDATES = (
     ("ai_edge_litert.interpreter", "ai_edge_litert"),
@@ -124,14 +124,32 @@ class Runtime:
         return out
 
     def ops(self) -> list[tuple[str, str]]:
-        """``[(op name, output dtype)]`` for every op in the graph (for the parity report)."""
-        try:
-            details = self.interpreter._get_ops_details()
-        except AttributeError:
-            return []
-        tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
-        res = []
-        for op in details:
-            outs = [tensors[i]["dtype"] for i in op.get("outputs", []) if i in tensors]
-            res.append((op["op_name"], np.dtype(outs[0]).name if outs else "?"))
-        return res
+        """``[(op name, output dtype)]`` for every op of the stored graph (for the parity report)."""
+        return [
+            (op["op"], op["outputs"][0] if op["outputs"] else "?")
+            for op in list_ops(self.path, self.backend)
+        ]
+
+
+def list_ops(path: Path | str, prefer: str | None = None) -> list[dict[str, Any]]:
+    """Every op of a .tflite in order: ``{"op", "inputs": [dtype...], "outputs": [dtype...]}``.
+
+    Read from an interpreter that was never allocated: allocation hands ops to the XNNPACK
+    delegate, which would hide their types behind DELEGATE nodes."""
+    cls, _ = interpreter_class(prefer)
+    try:
+        it = cls(model_path=str(path))
+        details = it._get_ops_details()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: cannot load the model: {e}") from None
+    except AttributeError:
+        return []
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+
+    def dtypes(idx: Any) -> list[str]:
+        return [np.dtype(tensors[i]["dtype"]).name for i in idx if i >= 0 and i in tensors]
+
+    return [
+        {"op": op["op_name"], "inputs": dtypes(op["inputs"]), "outputs": dtypes(op["outputs"])}
+        for op in details
+    ]

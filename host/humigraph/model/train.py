@@ -1,0 +1,434 @@
+"""Training: masked multi-task losses, Adam, validation each epoch, early stopping, resumable.
+
+Checkpoints live in ``<out>/checkpoint/`` (``state.json`` plus the last and best weights with the
+optimizer moments); running :func:`train` again with the same ``out`` continues where it stopped.
+The best epoch (lowest validation loss) is exported as a SavedModel to ``<out>/savedmodel``.
+
+Losses (each masked where its labels are missing, so a site's own unlabelled recordings still train
+the forecast head when fine-tuning): Huber on the normalized forecast change, class-weighted cross
+entropy on the fault class, binary cross entropy on the insights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from .arch import ArchConfig, SiteModel, load_model, save_model, tf
+from .card import ModelCard
+from .data_types import Windows
+
+__all__ = ["TrainConfig", "TrainResult", "limit_threads", "train"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+SAVEDMODEL_DIR = "savedmodel"
+
+
+def limit_threads(intra: int = 2, inter: int = 1) -> None:
+    """Keep TensorFlow to the machine's share of cores; a no-op once TF has started its pools."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch: int = 32
+    lr: float = 2e-3
+    patience: int = 6  # epochs without a better validation loss before stopping
+    lr_patience: int = 2  # epochs without improvement before the learning rate is halved
+    seed: int = 0
+    steps_per_epoch: int | None = None  # cap (a random subset of batches each epoch)
+    w_forecast: float = 1.0
+    w_fault: float = 0.5
+    w_insight: float = 0.5
+    w_adjacency: float = 0.5  # where the true coupling is known (world): pull the similarity to it
+    huber_delta: float = 1.0  # in units of each horizon's typical change (see target_scales)
+    faulted_forecast_weight: float = 0.3  # a faulted node's forecast target is noisy; weigh it less
+    l2: float = 1e-5
+    permute_slots: bool = True  # shuffle a site's nodes among its slots (slot ids carry no meaning)
+    level_jitter: float = (
+        0.5  # std of a random per-window offset added to the absolute t, rh inputs
+    )
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    savedmodel: Path
+    best_epoch: int
+    best_val: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class _Adam:
+    """Plain Adam on tf.Variables (Keras 3 optimizers expect Keras variables)."""
+
+    def __init__(self, variables: list[tf.Variable], lr: float) -> None:
+        self.vars = variables
+        self.lr = tf.Variable(lr, trainable=False, dtype=tf.float32)
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.t = tf.Variable(0.0, trainable=False)
+
+    def apply(self, grads: list[tf.Tensor]) -> None:
+        b1, b2, eps = 0.9, 0.999, 1e-7
+        self.t.assign_add(1.0)
+        lr = self.lr * tf.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+        for var, g, m, v in zip(self.vars, grads, self.m, self.v, strict=True):
+            g = tf.clip_by_norm(g, 5.0)
+            m.assign(b1 * m + (1.0 - b1) * g)
+            v.assign(b2 * v + (1.0 - b2) * g * g)
+            var.assign_sub(lr * m / (tf.sqrt(v) + eps))
+
+    def state(self) -> dict[str, np.ndarray]:
+        d = {f"adam_m{i}": m.numpy() for i, m in enumerate(self.m)}
+        d.update({f"adam_v{i}": v.numpy() for i, v in enumerate(self.v)})
+        d["adam_t"] = np.array(self.t.numpy())
+        d["adam_lr"] = np.array(self.lr.numpy())
+        return d
+
+    def load(self, d: dict[str, np.ndarray]) -> None:
+        for i, (m, v) in enumerate(zip(self.m, self.v, strict=True)):
+            m.assign(d[f"adam_m{i}"])
+            v.assign(d[f"adam_v{i}"])
+        self.t.assign(float(d["adam_t"]))
+        if "adam_lr" in d:
+            self.lr.assign(float(d["adam_lr"]))
+
+
+def class_weights(w: Windows, n_classes: int) -> np.ndarray:
+    """Inverse-sqrt-frequency weights of the fault classes (the ``ok`` class dominates)."""
+    lab = w.y_fault[w.y_fault_mask > 0]
+    counts = np.bincount(lab, minlength=n_classes).astype(np.float64)
+    if counts.sum() == 0:
+        return np.ones(n_classes, np.float32)
+    freq = np.maximum(counts, 1.0) / counts.sum()
+    wts = np.sqrt(1.0 / (n_classes * freq))
+    return np.clip(wts / wts[0], 1.0, 10.0).astype(np.float32)
+
+
+def target_scales(w: Windows) -> np.ndarray:
+    """Mean absolute change per (horizon, target) on healthy nodes, ``[K, 2]``: the forecast loss
+    divides by it so the +5 min horizon (changes of a few hundredths of a degree) counts as much
+    as +30 min instead of drowning in it."""
+    healthy = (w.y_fault_mask == 0) | (w.y_fault == 0)
+    m = (w.y_forecast_mask > 0) & healthy[..., None]  # [W, N, K]
+    out = np.ones(w.y_forecast.shape[2:], np.float32)
+    for k in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            v = np.abs(w.y_forecast[:, :, k, j][m[:, :, k]])
+            if len(v):
+                out[k, j] = max(float(np.mean(v)), 1e-3)
+    return out
+
+
+def _losses(
+    out: dict[str, tf.Tensor],
+    batch: dict[str, tf.Tensor],
+    cfg: TrainConfig,
+    cw: tf.Tensor,
+    fscale: tf.Tensor,
+) -> dict[str, tf.Tensor]:
+    eps = 1e-6
+    faulted = tf.cast(batch["y_fault"] > 0, tf.float32) * batch["y_fault_mask"]
+    node_w = 1.0 - (1.0 - cfg.faulted_forecast_weight) * faulted  # [B, N]
+    fm = (batch["y_forecast_mask"] * node_w[..., None])[..., None]
+    err = (out["forecast"] - batch["y_forecast"]) / fscale
+    a = tf.abs(err)
+    d = cfg.huber_delta
+    hub = tf.where(a <= d, 0.5 * err * err, d * (a - 0.5 * d))
+    l_fc = tf.reduce_sum(hub * fm) / (2.0 * tf.reduce_sum(fm) + eps)
+    ym = batch["y_fault_mask"]
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=batch["y_fault"], logits=out["fault_logits"]
+    )
+    wts = tf.gather(cw, batch["y_fault"]) * ym
+    l_fault = tf.reduce_sum(ce * wts) / (tf.reduce_sum(wts) + eps)
+    im = batch["y_insight_mask"]
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=batch["y_insight"], logits=out["insight_logits"]
+    )
+    l_ins = tf.reduce_sum(bce * im) / (tf.reduce_sum(im) + eps)
+    # adjacency: logistic loss of the pre-softmax similarity against the true coupling, over the
+    # pairs the model may connect, in windows whose recording has a known graph
+    am = (
+        batch["adj_known"][:, None, None]
+        * batch["node_mask"][:, :, None]
+        * batch["node_mask"][:, None, :]
+    )
+    am = am * (1.0 - tf.eye(tf.shape(am)[1]))[None]
+    bce_a = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=batch["adj_true"], logits=out["adjacency_logits"]
+    )
+    l_adj = tf.reduce_sum(bce_a * am) / (tf.reduce_sum(am) + eps)
+    total = (
+        cfg.w_forecast * l_fc
+        + cfg.w_fault * l_fault
+        + cfg.w_insight * l_ins
+        + cfg.w_adjacency * l_adj
+    )
+    return {"loss": total, "forecast": l_fc, "fault": l_fault, "insight": l_ins, "adjacency": l_adj}
+
+
+_KEYS = (
+    "x",
+    "node_mask",
+    "y_forecast",
+    "y_forecast_mask",
+    "y_fault",
+    "y_fault_mask",
+    "y_insight",
+    "y_insight_mask",
+)
+
+
+def _batch(
+    w: Windows,
+    idx: np.ndarray,
+    rng: np.random.Generator | None,
+    level_cols: tuple[int, ...] = (),
+    level_jitter: float = 0.0,
+    permute: bool = True,
+) -> dict[str, np.ndarray]:
+    b = {k: getattr(w, k)[idx] for k in _KEYS}
+    n_slots = b["node_mask"].shape[1]
+    # optional true coupling per window (set by the caller as w.adj_true [W, N, N] uint8)
+    adj = getattr(w, "adj_true", None)
+    if adj is not None:
+        b["adj_true"] = adj[idx].astype(np.float32)
+        b["adj_known"] = (adj[idx].reshape(len(idx), -1).max(axis=1) > 0).astype(np.float32)
+    else:
+        b["adj_true"] = np.zeros((len(idx), n_slots, n_slots), np.float32)
+        b["adj_known"] = np.zeros(len(idx), np.float32)
+    if rng is not None and level_jitter > 0 and level_cols:
+        # Absolute levels differ from site to site (an office at 22 °C / 30 %RH, a bathroom at
+        # 25 °C / 70 %RH); a random offset per window keeps the model from keying on one training
+        # site's level. One offset for all nodes of the window: the differences between nodes
+        # (sensors in one room read alike) are what the adjacency learns from.
+        shift = rng.normal(0.0, level_jitter, size=(len(idx), 1, 1, len(level_cols)))
+        live = b["node_mask"][:, :, None, None] > 0
+        b["x"][..., list(level_cols)] += np.where(live, shift, 0.0).astype(np.float32)
+    if rng is not None and permute:
+        # Nodes sit in slots 0..n-1 in the gateway's order; shuffling them within that prefix
+        # keeps the per-slot embeddings from learning one training site's layout.
+        for r in range(len(idx)):
+            used = np.flatnonzero(b["node_mask"][r] > 0)
+            n_used = int(used[-1]) + 1 if len(used) else 0
+            if n_used < 2:
+                continue
+            perm = np.concatenate([rng.permutation(n_used), np.arange(n_used, n_slots)])
+            for k in ("x", "node_mask", "y_forecast", "y_forecast_mask", "y_fault", "y_fault_mask"):
+                b[k][r] = b[k][r][perm]
+            b["adj_true"][r] = b["adj_true"][r][perm][:, perm]
+    b["y_fault"] = b["y_fault"].astype(np.int64)
+    return b
+
+
+def _check_windows(w: Windows, card: ModelCard, what: str) -> None:
+    if len(w) == 0:
+        raise ModelError(f"{what}: no windows; give more or longer recordings")
+    want = (card.nodes, card.history, len(card.features))
+    if tuple(w.x.shape[1:]) != want:
+        raise ModelError(f"{what}: windows have shape {w.x.shape[1:]}, the card wants {want}")
+
+
+def train(
+    train_w: Windows | Callable[[int], Windows],
+    val_w: Windows,
+    card: ModelCard,
+    out_dir: Path | str,
+    cfg: TrainConfig | None = None,
+    *,
+    arch: ArchConfig | None = None,
+    init: Path | str | None = None,
+    info: dict[str, Any] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or fine-tune from ``init``, a SavedModel of :func:`save_model`) and export the best
+    epoch to ``<out_dir>/savedmodel``. Resumes from ``<out_dir>/checkpoint`` when it exists.
+
+    ``train_w`` may be a function of the epoch number (1, 2, ...) returning that epoch's windows,
+    so that injected faults are drawn afresh each epoch instead of being memorized."""
+    cfg = cfg or TrainConfig()
+    echo = echo or log.info
+    make_epoch = train_w if callable(train_w) else None
+    if make_epoch is not None:
+        train_w = make_epoch(1)
+    assert isinstance(train_w, Windows)
+    _check_windows(train_w, card, "training set")
+    _check_windows(val_w, card, "validation set")
+    limit_threads()
+    out = Path(out_dir)
+    ck = out / CHECKPOINT_DIR
+    ck.mkdir(parents=True, exist_ok=True)
+    tf.random.set_seed(cfg.seed)
+
+    if init is not None:
+        base = load_model(init)
+        if base.card.input_shapes != card.input_shapes:
+            raise ModelError(
+                f"--init {init}: its inputs {base.card.input_shapes} differ from the data's card "
+                f"{card.input_shapes}"
+            )
+        model = SiteModel(card, base.arch, seed=cfg.seed)
+        model.set_weights(base.get_weights())
+        echo(f"fine-tuning from {init}")
+    else:
+        model = SiteModel(card, arch, seed=cfg.seed)
+    opt = _Adam(model.weight_list, cfg.lr)
+    cw = tf.constant(class_weights(train_w, len(card.fault_classes)))
+    fscale = tf.constant(target_scales(train_w))
+
+    state: dict[str, Any] = {"epoch": 0, "best_val": None, "best_epoch": 0, "bad": 0, "history": []}
+    state_file = ck / "state.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        with np.load(ck / "last.npz") as d:
+            arrays = {k: d[k] for k in d.files}
+        model.set_weights({k: v for k, v in arrays.items() if not k.startswith("adam_")})
+        opt.load(arrays)
+        echo(f"resuming from {ck} after epoch {state['epoch']}")
+
+    specs = {
+        "x": tf.TensorSpec([None, *train_w.x.shape[1:]], tf.float32),
+        "node_mask": tf.TensorSpec([None, card.nodes], tf.float32),
+        "y_forecast": tf.TensorSpec([None, *train_w.y_forecast.shape[1:]], tf.float32),
+        "y_forecast_mask": tf.TensorSpec([None, *train_w.y_forecast_mask.shape[1:]], tf.float32),
+        "y_fault": tf.TensorSpec([None, card.nodes], tf.int64),
+        "y_fault_mask": tf.TensorSpec([None, card.nodes], tf.float32),
+        "y_insight": tf.TensorSpec([None, len(card.insights)], tf.float32),
+        "y_insight_mask": tf.TensorSpec([None, len(card.insights)], tf.float32),
+        "adj_true": tf.TensorSpec([None, card.nodes, card.nodes], tf.float32),
+        "adj_known": tf.TensorSpec([None], tf.float32),
+    }
+
+    @tf.function(input_signature=[specs])
+    def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            out_ = model.forward(batch["x"], batch["node_mask"])
+            losses = _losses(out_, batch, cfg, cw, fscale)
+            l2 = tf.add_n([tf.reduce_sum(v * v) for v in model.weight_list if len(v.shape) == 2])
+            total = losses["loss"] + cfg.l2 * l2
+        grads = tape.gradient(total, model.weight_list)
+        grads = [
+            tf.zeros_like(v) if g is None else g
+            for g, v in zip(grads, model.weight_list, strict=True)
+        ]
+        opt.apply(grads)
+        return losses
+
+    @tf.function(input_signature=[specs])
+    def evaluate(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return _losses(model.forward(batch["x"], batch["node_mask"]), batch, cfg, cw, fscale)
+
+    def validate() -> dict[str, float]:
+        sums: dict[str, float] = {}
+        n = len(val_w)
+        for s in range(0, n, 128):
+            idx = np.arange(s, min(n, s + 128))
+            res = evaluate(_batch(val_w, idx, None))
+            for k, v in res.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+        return {f"val_{k}": v / n for k, v in sums.items()}
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the [train] extra brings tqdm; without it, no bar
+        tqdm = None
+
+    level_cols = tuple(card.features.index(c) for c in ("t", "rh") if c in card.features)
+    stopped = False
+    n_batches = int(np.ceil(len(train_w) / cfg.batch))
+    if cfg.steps_per_epoch:
+        n_batches = min(n_batches, cfg.steps_per_epoch)
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"] + 1
+        if make_epoch is not None and epoch > 1:
+            train_w = make_epoch(epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])  # same shuffles after a resume
+        order = rng.permutation(len(train_w))
+        t0 = time.monotonic()
+        sums: dict[str, float] = {}
+        batches = range(n_batches)
+        bar = None
+        if cfg.progress and tqdm is not None:
+            bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+            batches = bar
+        for bi in batches:
+            idx = np.sort(order[bi * cfg.batch : (bi + 1) * cfg.batch])
+            res = step(_batch(train_w, idx, rng, level_cols, cfg.level_jitter, cfg.permute_slots))
+            for k, v in res.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if bar is not None and bi % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / (bi + 1):.4f}")
+        if bar is not None:
+            bar.close()
+        row = {f"train_{k}": v / n_batches for k, v in sums.items()}
+        row.update(validate())
+        row["epoch"] = epoch
+        row["seconds"] = round(time.monotonic() - t0, 2)
+        state["history"].append(row)
+        val = row["val_loss"]
+        improved = state["best_val"] is None or val < state["best_val"] - 1e-5
+        if improved:
+            state["best_val"], state["best_epoch"], state["bad"] = val, epoch, 0
+            np.savez(ck / "best.npz", **model.get_weights())
+        else:
+            state["bad"] += 1
+            if state["bad"] % cfg.lr_patience == 0:
+                opt.lr.assign(opt.lr * 0.5)
+                echo(f"learning rate halved to {float(opt.lr.numpy()):.2e}")
+        state["epoch"] = epoch
+        np.savez(ck / "last.npz", **model.get_weights(), **opt.state())
+        state_file.write_text(json.dumps(state, indent=1) + "\n")
+        echo(
+            f"epoch {epoch}: train {row['train_loss']:.4f}  val {val:.4f} "
+            f"(forecast {row['val_forecast']:.4f}, fault {row['val_fault']:.4f}, "
+            f"insight {row['val_insight']:.4f}, adjacency {row['val_adjacency']:.4f})"
+            f"{'  *best' if improved else ''}  {row['seconds']}s"
+        )
+        if state["bad"] >= cfg.patience:
+            echo(f"early stop: no better validation loss for {cfg.patience} epochs")
+            stopped = True
+            break
+
+    with np.load(ck / "best.npz") as d:
+        model.set_weights({k: d[k] for k in d.files})
+    trained = ModelCard(**{k: getattr(card, k) for k in card.__dataclass_fields__})
+    trained.training = {
+        **(info or {}),
+        "config": asdict(cfg),
+        "arch": asdict(model.arch),
+        "init": str(init) if init else None,
+        "best_epoch": state["best_epoch"],
+        "best_val_loss": state["best_val"],
+        "epochs_run": state["epoch"],
+        "train_windows_per_epoch": len(train_w),
+        "val_windows": len(val_w),
+        "history": state["history"],
+    }
+    saved = save_model(model, out / SAVEDMODEL_DIR, trained)
+    return TrainResult(
+        savedmodel=saved,
+        best_epoch=int(state["best_epoch"]),
+        best_val=float(state["best_val"]),
+        epochs_run=int(state["epoch"]),
+        history=state["history"],
+        stopped_early=stopped,
+    )

@@ -1,0 +1,277 @@
+"""A tiny reasoning model trains a few steps, resumes, fine-tunes, quantizes to pure INT8 and runs
+through humigraph.runtime (TensorFlow needed: the [train] extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from humigraph.errors import ModelError  # noqa: E402
+from humigraph.model.card import ModelCard  # noqa: E402
+from humigraph.model.data_types import Windows  # noqa: E402
+from humigraph.model.features import encode  # noqa: E402
+
+CARD = ModelCard(model_id="tiny", nodes=8, history=16)
+
+
+def synthetic_windows(n: int, seed: int, labels: bool = True) -> Windows:
+    """Sites of 2..6 nodes sharing a random walk; node 0 of every third window is stuck (labelled
+    class 1), targets are the shared walk's next moves."""
+    rng = np.random.default_rng(seed)
+    card = CARD
+    h, k = card.history, len(card.horizons_s)
+    x = np.zeros((n, card.nodes, h, len(card.features)), np.float32)
+    mask = np.zeros((n, card.nodes), np.float32)
+    y_fc = np.zeros((n, card.nodes, k, 2), np.float32)
+    y_fault = np.zeros((n, card.nodes), np.int64)
+    for i in range(n):
+        m = int(rng.integers(2, 7))
+        walk = np.cumsum(rng.normal(0, 0.05, h + 30))
+        t = 21 + rng.normal(0, 1, (m, 1)) + walk[None, :h] + rng.normal(0, 0.02, (m, h))
+        rh = 45 + rng.normal(0, 5, (m, 1)) - 3 * walk[None, :h]
+        if i % 3 == 0:
+            t[0, h // 2 :] = t[0, h // 2]
+            y_fault[i, 0] = 1
+        enc = encode(t, rh, np.ones((m, h)), np.zeros((m, h)), card)
+        x[i], mask[i] = enc.x, enc.mask
+        for j, hs in enumerate((5, 15, 30)):
+            y_fc[i, :m, j, 0] = walk[h - 1 + hs] - walk[h - 1]
+            y_fc[i, :m, j, 1] = -3 * (walk[h - 1 + hs] - walk[h - 1]) / 5
+    fm = np.repeat(mask[..., None], k, axis=-1)
+    return Windows(
+        x=x,
+        node_mask=mask,
+        y_forecast=y_fc,
+        y_forecast_mask=fm,
+        y_fault=y_fault,
+        y_fault_mask=mask.copy() if labels else np.zeros_like(mask),
+        y_insight=(rng.random((n, 2)) > 0.5).astype(np.float32),
+        y_insight_mask=np.ones((n, 2), np.float32) if labels else np.zeros((n, 2), np.float32),
+        last=np.zeros((n, card.nodes, 2), np.float32),
+        rec=np.zeros(n, np.int64),
+        end_ts=np.arange(n, dtype=np.float64),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from humigraph.model.arch import ArchConfig
+    from humigraph.model.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("train")
+    cfg = TrainConfig(epochs=2, batch=16, steps_per_epoch=4, progress=False, seed=3)
+    tr, va = synthetic_windows(96, 0), synthetic_windows(32, 1)
+    arch = ArchConfig(hidden=8, key=4, embed=2)
+    res = train(lambda epoch: tr, va, CARD, out, cfg, arch=arch)
+    return {"out": out, "res": res, "cfg": cfg, "arch": arch, "tr": tr, "va": va}
+
+
+def test_training_writes_a_savedmodel_and_resumes(trained: dict) -> None:
+    from humigraph.model.train import TrainConfig, train
+
+    res, out = trained["res"], trained["out"]
+    assert res.epochs_run == 2 and len(res.history) == 2
+    assert (res.savedmodel / "saved_model.pb").is_file()
+    card = json.loads((res.savedmodel / "humigraph-card.json").read_text())
+    assert card["training"]["best_epoch"] in (1, 2)
+    assert all(np.isfinite(r["val_loss"]) for r in res.history)
+    # same out dir, one more epoch: continues after epoch 2 instead of starting over
+    cfg = TrainConfig(**{**trained["cfg"].__dict__, "epochs": 3})
+    again = train(lambda epoch: trained["tr"], trained["va"], CARD, out, cfg, arch=trained["arch"])
+    assert again.epochs_run == 3
+    assert [r["epoch"] for r in again.history] == [1, 2, 3]
+    assert again.history[:2] == res.history
+
+
+def test_fine_tune_from_a_savedmodel_with_forecast_labels_only(
+    trained: dict, tmp_path: Path
+) -> None:
+    from humigraph.model.arch import load_model
+    from humigraph.model.train import TrainConfig, train
+
+    base = load_model(trained["res"].savedmodel)
+    unlabelled = synthetic_windows(48, 5, labels=False)
+    cfg = TrainConfig(epochs=1, batch=16, steps_per_epoch=2, progress=False, lr=1e-4)
+    res = train(unlabelled, unlabelled, CARD, tmp_path, cfg, init=trained["res"].savedmodel)
+    assert np.isfinite(res.best_val)
+    assert res.history[0]["val_fault"] == 0.0  # masked out: no labels, no loss
+    tuned = load_model(res.savedmodel)
+    w0, w1 = base.get_weights(), tuned.get_weights()
+    assert w0.keys() == w1.keys()
+    moved = max(float(np.abs(w0[k] - w1[k]).max()) for k in w0)
+    assert 0 < moved < 0.05  # started from the base model and moved a little
+
+
+def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -> None:
+    from humigraph.model.quantize import check_int8, convert, fp32_path_for
+    from humigraph.runtime import Runtime
+
+    cal = synthetic_windows(200, 7)
+    out = tmp_path / "tiny-int8.tflite"
+    int8, fp32, ops = convert(trained["res"].savedmodel, cal, out)
+    assert fp32 == fp32_path_for(out) == tmp_path / "tiny-fp32.tflite"
+    assert ops and all(d == "int8" for op in ops for d in op["outputs"] if op["op"] != "QUANTIZE")
+    CARD.save(int8.with_suffix(".json"))
+    CARD.save(fp32.with_suffix(".json"))
+    rq, rf = Runtime(int8), Runtime(fp32)
+    assert rq.input_dtypes["x"] == np.int8 and rf.input_dtypes["x"] == np.float32
+    w = synthetic_windows(8, 9)
+    for i in range(len(w)):
+        q = rq.run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])
+        f = rf.run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])
+        for name, shape in CARD.output_shapes.items():
+            assert q[name].shape == f[name].shape == shape
+        live = w.node_mask[i] > 0
+        np.testing.assert_allclose(q["router"][0][live].sum(-1), 1.0, atol=0.02)
+        np.testing.assert_allclose(q["fault"][0][live].sum(-1), 1.0, atol=0.03)
+        adj = f["adjacency"][0]
+        assert np.all(adj[:, ~live] == 0) and np.all(np.diag(adj) == 0)
+        # INT8 close to float where the model has something to say
+        assert np.abs(q["forecast"] - f["forecast"])[0][live].mean() < 0.05
+        assert np.abs(q["fault"] - f["fault"])[0][live].mean() < 0.05
+    with pytest.raises(ModelError, match="stayed float"):
+        check_int8(fp32)
+
+
+def test_quantize_needs_200_calibration_windows(trained: dict, tmp_path: Path) -> None:
+    from humigraph.model.quantize import convert
+
+    with pytest.raises(ModelError, match="at least 200"):
+        convert(trained["res"].savedmodel, synthetic_windows(20, 7), tmp_path / "m-int8.tflite")
+
+
+def test_load_model_names_what_is_missing(tmp_path: Path) -> None:
+    from humigraph.model.arch import load_model
+
+    with pytest.raises(ModelError, match="no such SavedModel"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "sm").mkdir()
+    with pytest.raises(ModelError, match="humigraph-arch.json missing"):
+        load_model(tmp_path / "sm")
+
+
+def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from humigraph.errors import HumigraphError, UsageError
+    from humigraph.model import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--epochs", "0"])
+    with pytest.raises(UsageError, match="--epochs"):
+        args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing"])
+    with pytest.raises(HumigraphError, match="nosuch:thing"):
+        args.func(args)
+
+
+def test_quantize_command_writes_models_cards_report_and_plots(
+    trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from humigraph.model import commands
+    from humigraph.model.card import load_card
+    from humigraph.runtime import Runtime, list_ops
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    out = tmp_path / "m-int8.tflite"
+    args = parser.parse_args(
+        [
+            "quantize",
+            "--model",
+            str(trained["res"].savedmodel),
+            "--calibration",
+            "world:1-2?days=0.3&rooms=3",
+            "--out",
+            str(out),
+            "--stride",
+            "1",
+            "--calibration-windows",
+            "200",
+            "--eval-windows",
+            "80",
+            "-q",
+        ]  # fmt: skip
+    )
+    assert args.func(args) == 0
+    fp32 = tmp_path / "m-fp32.tflite"
+    card, card_f = load_card(out), load_card(fp32)
+    assert card.quantization == "int8" and card_f.quantization == "float32"
+    m = card.metrics
+    assert m["files"]["int8"]["bytes"] == out.stat().st_size
+    assert m["evaluation"]["calibration_windows"] == 200
+    assert set(m["parity"]) == {"forecast", "fault", "insight", "adjacency", "router"}
+    assert all(v["mae"] >= 0 and v["max"] >= v["mae"] for v in m["parity"].values())
+    assert m["latency"]["int8"]["median_ms"] > 0 and m["latency"]["fp32"]["median_ms"] > 0
+    assert m["ops_list"] == [f"{o['op']}:{'/'.join(o['outputs'])}" for o in list_ops(out)]
+    (held_out,) = m["evaluate"].values()
+    assert held_out["int8"]["windows"] > 0 and "fp32" in held_out
+    assert m["router_fault"]["t_mae_faulted"] > 0
+    for name in m["plots"].values():
+        assert (tmp_path / name).stat().st_size > 1000
+    md = out.with_suffix(".md").read_text()
+    assert card.model_id in md and "Parity: INT8 against float32" in md
+    Runtime(out).run(
+        x=np.zeros(card.input_shapes["x"]), node_mask=np.ones(card.input_shapes["node_mask"])
+    )
+    assert "fault macro-F1 INT8" in capsys.readouterr().out
+
+
+def test_cli_fine_tunes_on_a_single_recording_split_in_time(trained: dict, tmp_path: Path) -> None:
+    """A gateway store of one site is one recording: --init fine-tuning validates on its last
+    20 % instead of refusing for lack of held-out recordings."""
+    import argparse
+
+    from humigraph.model import commands
+    from humigraph.model.arch import load_model
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    out = tmp_path / "ft"
+    args = parser.parse_args(
+        [
+            "train",
+            "--data",
+            "world:3?days=0.3&rooms=3",
+            "--init",
+            str(trained["res"].savedmodel),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--stride",
+            "4",
+            "-q",
+        ]  # fmt: skip
+    )
+    assert args.func(args) == 0
+    tuned = load_model(out / "savedmodel")
+    assert tuned.card.nodes == CARD.nodes and tuned.card.history == CARD.history
+    assert tuned.card.training["init"] == str(trained["res"].savedmodel)
+    assert tuned.card.training["val_windows"] > 0
+
+
+def test_time_split_cuts_every_series_at_one_instant() -> None:
+    from humigraph.model.commands import time_split
+    from humigraph.model.data import load
+
+    (rec,) = load("world:4?days=0.2&rooms=2")
+    (early,), (late,) = time_split(rec, 0.8)
+    cut = rec.start + 0.8 * rec.duration_s
+    for i in range(len(rec.nodes)):
+        assert early.ts[i].max() < cut <= late.ts[i].min()
+        assert len(early.ts[i]) + len(late.ts[i]) == len(rec.ts[i])
+        assert len(early.t[i]) == len(early.ts[i]) and len(late.truth_t[i]) == len(late.ts[i])
+        assert early.faults[i][0].max() < cut <= late.faults[i][0].min()
+    assert early.occupancy[0].max() < cut <= late.occupancy[0].min()
+    assert early.name != late.name

@@ -1,0 +1,150 @@
+"""The committed INT8 model (models/) through humigraph.runtime: pure INT8, matches its card, keeps
+the parity its card records, and the runtime never needs TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from humigraph.errors import ModelError
+from humigraph.model.card import load_card
+from humigraph.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+INT8 = MODELS / "humigraph-int8.tflite"
+FP32 = MODELS / "humigraph-fp32.tflite"
+
+
+@pytest.fixture(scope="module")
+def committed() -> tuple[Runtime, Runtime]:
+    assert INT8.is_file() and FP32.is_file(), "models/ is missing its models: make train quantize"
+    return Runtime(INT8), Runtime(FP32)
+
+
+def test_committed_model_is_pure_int8_and_small(committed: tuple[Runtime, Runtime]) -> None:
+    rq, _ = committed
+    assert {np.dtype(d) for d in rq.input_dtypes.values()} == {np.dtype(np.int8)}
+    ops = rq.ops()
+    assert ops, "the runtime lists no ops"
+    floats = [(op, dt) for op, dt in ops if dt.startswith("float")]
+    assert not floats, f"ops computing in float: {floats}"
+    assert INT8.stat().st_size < 256 * 1024
+
+
+def test_committed_model_matches_its_card(committed: tuple[Runtime, Runtime]) -> None:
+    from humigraph.model.quantize import list_ops, model_id
+
+    rq, rf = committed
+    card = rq.card
+    assert card.quantization == "int8" and rf.card.quantization == "float32"
+    assert card.model_id == model_id(INT8), "card written for other model bytes"
+    assert rf.card.model_id == model_id(FP32)
+    assert card.extra["float_model_id"] == rf.card.model_id
+    m = card.metrics
+    assert m["files"]["int8"]["bytes"] == INT8.stat().st_size
+    assert m["files"]["fp32"]["bytes"] == FP32.stat().st_size
+    assert m["ops_list"] == [f"{o['op']}:{'/'.join(o['outputs'])}" for o in list_ops(INT8)]
+    x = np.zeros(card.input_shapes["x"], np.float32)
+    mask = np.zeros(card.input_shapes["node_mask"], np.float32)
+    mask[0, :3] = 1
+    out = rq.run(x=x, node_mask=mask)
+    assert {k: v.shape for k, v in out.items()} == card.output_shapes
+    md = INT8.with_suffix(".md").read_text()
+    assert card.model_id in md
+    for name in m["plots"].values():
+        assert (MODELS / name).is_file() and name in md
+
+
+def test_committed_int8_keeps_the_parity_its_card_records(
+    committed: tuple[Runtime, Runtime],
+) -> None:
+    from humigraph.model.report import fixed_parity
+
+    rq, rf = committed
+    recorded = rq.card.metrics["parity_fixed"]["outputs"]
+    now = fixed_parity(rq, rf, rq.card)["outputs"]
+    assert now.keys() == recorded.keys()
+    for name, rec in recorded.items():
+        assert now[name]["mae"] <= rec["mae"] * 1.05 + 1e-6, name
+        assert now[name]["max"] <= rec["max"] * 1.05 + 1e-6, name
+
+
+def test_runtime_does_not_import_tensorflow() -> None:
+    pytest.importorskip("ai_edge_litert")
+    code = (
+        "import sys, numpy as np\n"
+        "from humigraph.runtime import Runtime\n"
+        f"rt = Runtime({str(INT8)!r})\n"
+        "c = rt.card\n"
+        "out = rt.run(x=np.zeros(c.input_shapes['x'], np.float32),"
+        " node_mask=np.ones(c.input_shapes['node_mask'], np.float32))\n"
+        "assert rt.backend == 'ai_edge_litert', rt.backend\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "print('ok', sorted(out))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok")
+
+
+def test_runtime_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no such model file"):
+        Runtime(tmp_path / "nope.tflite")
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes(INT8.read_bytes())
+    with pytest.raises(ModelError, match="model card missing"):
+        Runtime(lone)
+    with pytest.raises(ModelError, match="no TFLite runtime"):
+        Runtime(INT8, prefer="no-such-backend")
+    rt = Runtime(INT8)
+    with pytest.raises(ModelError, match="'node_mask' missing"):
+        rt.run(x=np.zeros(rt.card.input_shapes["x"], np.float32))
+
+
+def test_card_and_model_disagreeing_is_refused(tmp_path: Path) -> None:
+    card = json.loads(INT8.with_suffix(".json").read_text())
+    card["history"] = card["history"] * 2
+    path = tmp_path / "m.tflite"
+    path.write_bytes(INT8.read_bytes())
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="card says"):
+        Runtime(path)
+    assert load_card(path).history == card["history"]
+
+
+def test_evaluate_cli_prints_the_design_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from humigraph.model import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "evaluate",
+            "--model",
+            str(INT8),
+            "--data",
+            "world:5?days=0.15&rooms=4",
+            "--json",
+            "--max-windows",
+            "60",
+        ]  # fmt: skip
+    )
+    assert args.func(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == INT8.name and res["windows"] > 0
+    for h in ("300", "900", "1800"):
+        for tgt in ("t", "rh"):
+            row = res["forecast"][h][tgt]
+            assert row["mae"] >= 0 and row["persistence"] >= 0 and "linear" in row
+    assert 0 <= res["faults"]["macro_f1"] <= 1
+    assert "false_alarms_per_node_day" in res["faults"]
+    assert set(res["occupancy"]) >= {"balanced_accuracy", "f1", "base_rate"}
+    assert res["ventilation"] is not None
+    assert 0 <= res["adjacency_auc"] <= 1  # world data has the true coupling graph
