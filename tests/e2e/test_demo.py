@@ -1,6 +1,6 @@
 """`humigraph demo` as a user runs it: six boards report, the scripted events raise their alerts,
-the Wi-Fi loss is replayed with nothing lost, the model runs (the committed one, else the tiny
-test model), the dashboard is served, and Ctrl-C leaves no process behind."""
+the Wi-Fi loss is replayed with nothing lost, the committed model runs, the dashboard is served,
+and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -66,13 +66,7 @@ def test_demo_shows_every_feature_and_stops_cleanly(tmp_path: Path) -> None:
     # tmp_path, so any process still naming it afterwards was left behind.
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(tmp_path))
     args = [str(exe), "demo", "--http", "127.0.0.1:0"]
-    if not REPO_MODEL.is_file():
-        # No committed model in this checkout: the demo's own default would turn reasoning off,
-        # so give it the tiny INT8 test model to check that the model runs in the demo.
-        pytest.importorskip("tensorflow", reason="building the tiny test model needs TensorFlow")
-        from support.tiny_model import build_tiny_model
-
-        args += ["--model", str(build_tiny_model(tmp_path / "model"))]
+    assert REPO_MODEL.is_file(), f"{REPO_MODEL} is missing: the demo runs the committed model"
     p = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
