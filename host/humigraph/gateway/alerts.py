@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from ..errors import UsageError
@@ -194,8 +195,9 @@ class DeviceView:
     fault: tuple[str, float] | None = None  # the model's verdict, only on an inference step
     forecast: Sequence[tuple[float, float, float]] | None = None  # (horizon_s, t, rh)
 
-    @property
+    @cached_property
     def good(self) -> list[Sample]:
+        # cached: the condensation rule asks every other device of the site for its latest
         return [s for s in self.readings if s.ok and s.t is not None and s.rh is not None]
 
 
@@ -251,6 +253,17 @@ def _latest(view: DeviceView) -> Sample | None:
     return good[-1] if good else None
 
 
+def coldest_two(site: Sequence[DeviceView]) -> list[tuple[float, str]]:
+    """The two coldest latest good temperatures of the site, ``[(t, dev)]``, coldest first: the
+    coldest *other* device of any device is among them (one pass, not one per device)."""
+    temps = []
+    for o in site:
+        x = _latest(o)
+        if x is not None and x.t is not None:
+            temps.append((x.t, o.dev))
+    return sorted(temps)[:2]
+
+
 def rule_condensation(
     view: DeviceView, site: Sequence[DeviceView], cfg: AlertConfig, state: dict[str, Any]
 ) -> Verdict | None:
@@ -260,11 +273,13 @@ def rule_condensation(
     if cfg.surface_t is not None:
         surface, source = float(cfg.surface_t), "configured surface temperature"
     else:
-        others = [(o.dev, _latest(o)) for o in site if o.dev != view.dev]
-        temps = [(x.t, d) for d, x in others if x is not None and x.t is not None]
+        two = state.get("coldest")  # set once per site by AlertEngine.evaluate
+        if two is None:
+            two = coldest_two(site)
+        temps = [(t, d) for t, d in two if d != view.dev]
         if not temps:
             return None
-        surface, coldest = min(temps)
+        surface, coldest = temps[0]
         source = f"coldest neighbour {coldest}"
     dp = dew_point(s.t, s.rh)
     margin = surface - dp
@@ -568,9 +583,11 @@ class AlertEngine:
     ) -> list[tuple[Alert, dict[str, Any]]]:
         """``views``: every device of one site. Returns ``[(alert, event payload)]``."""
         out: list[tuple[Alert, dict[str, Any]]] = []
+        coldest = coldest_two(views)
         for view in views:
             state = self._state.setdefault(view.dev, {})
             state["now"] = now
+            state["coldest"] = coldest
             for kind, rule in RULES.items():
                 if kind in self.cfg.disabled:
                     continue

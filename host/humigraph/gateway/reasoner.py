@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 REPO_MODEL = Path(__file__).resolve().parents[3] / "models" / "humigraph-int8.tflite"
 MAX_TICK_S = 10.0  # the alert rules run at least this often
+YIELD_EVERY = 16  # devices read per burst in a pass...
+YIELD_S = 0.002  # ...then a pause this long for the ingest thread
 PRUNE_EVERY_S = 3600.0
 
 Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
@@ -351,7 +353,11 @@ class Reasoner:
                     "inference on site %s failed: %s: %s", site, type(e).__name__, e, exc_info=True
                 )
         views = []
-        for d in devs:
+        for i, d in enumerate(devs):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                # Give the ingest thread the GIL: on a large site this loop would otherwise hold
+                # it for a long burst every tick, and every reading arriving meanwhile waits.
+                self._stop.wait(YIELD_S)
             latest = derived.latest_readings(conn, d["dev"], self.cfg.readings_needed)
             received = [s.received for s in latest if s.received is not None]
             interval = d["meta"].get("interval")
