@@ -13,7 +13,7 @@ CHIP ?= auto
 FIRMWARE ?=
 CONFIG ?=
 
-.PHONY: setup test lint pytest demo flash console bench clean mosquitto need-mosquitto train quantize browser
+.PHONY: setup test lint pytest demo flash console bench gateway clean mosquitto need-mosquitto train quantize browser
 
 setup: $(STAMP) mosquitto browser
 
@@ -77,8 +77,16 @@ console: setup
 	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/humigraph console --port $(PORT)
 
+# make bench [BENCH=firmware|ingest]
+BENCH ?= firmware
 bench: setup
-	$(BIN)/humigraph bench firmware
+	$(BIN)/humigraph bench $(BENCH)
+
+# make gateway [GATEWAY_CONFIG=deploy/gateway.toml] [BROKER=mqtt://127.0.0.1:1883]: data under ./var
+BROKER ?= mqtt://127.0.0.1:1883
+GATEWAY_CONFIG ?=
+gateway: setup
+	$(BIN)/humigraph gateway $(if $(GATEWAY_CONFIG),--config $(GATEWAY_CONFIG),--broker $(BROKER) --data-dir var)
 
 # The reasoning model: world simulator + the real datasets in $(DATA) when that folder exists.
 # `make train` starts over (humigraph train itself resumes from build/model/checkpoint).
