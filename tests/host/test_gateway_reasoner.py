@@ -385,3 +385,29 @@ def test_silence_counts_from_the_gateway_start(tmp_path: Path) -> None:
     ((ev, _),) = pub.on("humigraph/home/alerts")
     assert ev["kind"] == "offline" and ev["values"]["silence_s"] == 186.0
     s.close()
+
+
+def test_time_scale_puts_a_faster_world_on_the_models_grid(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's world runs 30x faster than the clock: the model's 60 s step is 2 s of readings."""
+    import humigraph.gateway.reasoner as reasoner_mod
+
+    seen: list[tuple[float, list[int]]] = []
+    real_window = reasoner_mod.window
+
+    def spy(series: Any, end: float, card: Any) -> Any:
+        seen.append((card.step_s, [len(s[0]) for s in series]))
+        return real_window(series, end, card)
+
+    monkeypatch.setattr(reasoner_mod, "window", spy)
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    for scale, step, per_dev in ((1.0, 60, 192), (30.0, 2, 7)):
+        r, pub, _ = make(store, model, infer_interval=60, time_scale=scale)
+        r.tick(NOW)
+        assert seen[-1] == (step, [per_dev] * len(DEVS))  # readings every 10 s in the window
+        ((fc, _),) = pub.on(f"humigraph/home/{DEVS[0]}/forecast")
+        assert fc["horizons"] == [300, 900, 1800]  # still the model's horizons
+    with pytest.raises(ValueError, match="time_scale"):
+        make(store, model, time_scale=0)

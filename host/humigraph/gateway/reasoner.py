@@ -21,6 +21,7 @@ the gateway: errors are counted and logged at a bounded rate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -213,6 +214,7 @@ class Reasoner:
         ha_prefix: str = "homeassistant",
         edge_threshold: float = 0.1,
         history_days: float = 7.0,
+        time_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -227,6 +229,12 @@ class Reasoner:
         self.ha_prefix = ha_prefix
         self.edge_threshold = edge_threshold
         self.history_days = history_days
+        # > 1 when the boards' world runs faster than the clock (the demo's simulated house):
+        # the model's grid step then spans step_s / time_scale seconds of readings, so it sees
+        # the dynamics it was trained on. Horizons stay in the model's (world) seconds.
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale!r}")
+        self.time_scale = float(time_scale)
         self.clock = clock
         self.watcher = ModelWatcher(model)
         # Silence is counted from here at the earliest: after the gateway was down, the broker's
@@ -430,11 +438,14 @@ class Reasoner:
                     nodes[card.nodes - 1],
                 )
             nodes = nodes[: card.nodes]
+        grid = card
+        if self.time_scale != 1.0:
+            grid = dataclasses.replace(card, step_s=card.step_s / self.time_scale)  # type: ignore[arg-type]
         series = []
         for dev in nodes:
-            rows = derived.readings_between(conn, dev, now - card.window_s, now)
+            rows = derived.readings_between(conn, dev, now - grid.window_s, now)
             series.append(_arrays(rows))
-        enc = window(series, now, card)
+        enc = window(series, now, grid)
         if not enc.mask.any():
             return {}  # nobody reported within the window: nothing to reason about
         t0 = time.perf_counter()

@@ -78,6 +78,7 @@ class Gateway:
         model: str | Path | None = None,
         alerts: Mapping[str, object] | None = None,
         infer_interval: float | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         """``tls``: connect with TLS (implied by an ``mqtts://`` URL or a CA file); ``flood_*``:
         the per-board rate limit (see :class:`~humigraph.gateway.ingest.FloodLimit`; rate 0 turns
@@ -101,6 +102,9 @@ class Gateway:
                 f"infer-interval: expected 0.1 to 86400 seconds, got {infer_interval!r}"
             )
         self.infer_interval = infer_interval
+        if not time_scale > 0:
+            raise GatewayError(f"time-scale: expected a positive factor, got {time_scale!r}")
+        self.time_scale = time_scale  # the demo's world runs faster than the clock (Reasoner)
         self.reasoner: Reasoner | None = None
         self.events = EventBus()  # live events for the dashboard's stream (events.py)
         self.http_addr = parse_http(http) if http else None
@@ -163,6 +167,7 @@ class Gateway:
                 prefix=self.prefix,
                 alerts=self.alert_thresholds,
                 infer_interval=self.infer_interval,
+                time_scale=self.time_scale,
             )
             self.reasoner.start()
             if self.api:
