@@ -35,6 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ..errors import UsageError
 from .events import EventBus
 from .metrics import Metrics
+from .ratelog import RateLimitedLog
 from .store import BatchResult, Store, topic_site_dev
 from .validate import KINDS, Meta, Quarantined, Reading, Record, Status, classify
 
@@ -282,25 +283,6 @@ class _Client(mqtt.Client):
         self._packet_queue(PUBACK, data, 0, 0)
 
 
-class _RateLimitedLog:
-    """At most one warning per ``period`` seconds; says how many were suppressed."""
-
-    def __init__(self, period: float = 10.0) -> None:
-        self.period = period
-        self._last = -1e9
-        self._suppressed = 0
-
-    def warn(self, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < self.period:
-            self._suppressed += 1
-            return
-        extra = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        self._suppressed = 0
-        self._last = now
-        log.warning(msg + extra, *args)
-
-
 class Ingest:
     def __init__(
         self,
@@ -341,7 +323,7 @@ class Ingest:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._taken = 0  # messages the worker took off the queue
-        self._qlog = _RateLimitedLog()
+        self._qlog = RateLimitedLog(log)
         self.error: BaseException | None = None
         c = _Client(
             CallbackAPIVersion.VERSION2,

@@ -42,6 +42,7 @@ from . import derived, discovery
 from .alerts import Alert, AlertConfig, AlertEngine, DeviceView, Sample
 from .events import EventBus
 from .metrics import Metrics
+from .ratelog import RateLimitedLog
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -58,25 +59,6 @@ Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
 def default_model() -> Path | None:
     """``models/humigraph-int8.tflite`` of this checkout when it exists."""
     return REPO_MODEL if REPO_MODEL.is_file() else None
-
-
-class _RateLimitedLog:
-    """At most one warning per ``period`` seconds; says how many were suppressed."""
-
-    def __init__(self, period: float = 30.0) -> None:
-        self.period = period
-        self._last = -1e9
-        self._suppressed = 0
-
-    def warn(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        if now - self._last < self.period:
-            self._suppressed += 1
-            return
-        extra = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        self._suppressed = 0
-        self._last = now
-        log.warning(msg + extra, *args, exc_info=exc_info)
 
 
 def _signature(path: Path) -> tuple[int, int, int, int] | None:
@@ -247,7 +229,7 @@ class Reasoner:
         self._discovered: dict[str, tuple[Any, ...]] = {}
         self._alert_summary: dict[str, tuple[Any, ...]] = {}
         self._truncated_logged: set[str] = set()
-        self._errlog = _RateLimitedLog()
+        self._errlog = RateLimitedLog(log, period=30.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._restored = False
