@@ -21,6 +21,7 @@ from humigraph.broker import find_mosquitto, free_port, wait_port
 from humigraph.gateway import config as cfgmod
 from humigraph.gateway.service import Gateway
 from paho.mqtt.enums import CallbackAPIVersion
+from support.owner import give_to_mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -82,19 +83,6 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     assert out.returncode == 0 and not problems, out.stderr
 
 
-def _chown_to_mosquitto(paths: list[Path]) -> None:
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    try:
-        u = pwd.getpwnam("mosquitto")
-    except KeyError:
-        return
-    for p in paths:
-        os.chown(p, u.pw_uid, u.pw_gid)
-
-
 class ShippedBroker:
     def __init__(self, port: int) -> None:
         self.port = port
@@ -132,7 +120,7 @@ def shipped_broker() -> Iterator[ShippedBroker]:
         )
         for f in (work / "passwd", work / "acl"):
             f.chmod(0o600)
-        _chown_to_mosquitto([work / "passwd", work / "acl", work / "data"])
+        give_to_mosquitto([work / "passwd", work / "acl", work / "data"])
         log = open(work / "mosquitto.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen([exe, "-c", str(work / "mosquitto.conf")], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

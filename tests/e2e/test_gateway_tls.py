@@ -4,7 +4,6 @@ password file: a throwaway CA and certificates made with the openssl command for
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from humigraph.broker import Mosquitto, free_port
 from humigraph.gateway.service import Gateway
 from paho.mqtt.enums import CallbackAPIVersion
+from support.owner import give_to_mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -42,19 +42,6 @@ def make_cert(d: Path, ca: str, name: str, san: str | None) -> None:
     ext.write_text(f"subjectAltName = {san}\n" if san else "basicConstraints = CA:FALSE\n")
     _run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
          "-CAcreateserial", "-days", "2", "-extfile", ext.name, "-out", f"{name}.crt", cwd=d)  # fmt: skip
-
-
-def _give_to_mosquitto(paths: list[Path]) -> None:
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    try:
-        u = pwd.getpwnam("mosquitto")
-    except KeyError:
-        return
-    for p in paths:
-        os.chown(p, u.pw_uid, u.pw_gid)
 
 
 class TlsBroker:
@@ -83,7 +70,7 @@ def tls_broker() -> Iterator[TlsBroker]:
         subprocess.run([exe, "-b", "-c", str(pw), "gateway", "gw-secret"], check=True, timeout=30)
         for f in work.iterdir():
             f.chmod(0o644)
-        _give_to_mosquitto([pw])
+        give_to_mosquitto([pw])
         pw.chmod(0o600)
         tls_port = free_port()
         extra = (
