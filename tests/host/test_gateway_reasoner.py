@@ -411,3 +411,24 @@ def test_time_scale_puts_a_faster_world_on_the_models_grid(
         assert fc["horizons"] == [300, 900, 1800]  # still the model's horizons
     with pytest.raises(ValueError, match="time_scale"):
         make(store, model, time_scale=0)
+
+
+@pytest.mark.parametrize("threshold, faulty", [(0.0, True), (0.9999, False)])
+def test_health_follows_the_cards_fault_rule(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, threshold: float, faulty: bool
+) -> None:
+    """The gateway decides a sensor's class as evaluate scores it: ``ok`` unless the fault
+    classes together pass the card's ``fault_threshold``."""
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["fault_threshold"] = threshold
+    model.with_suffix(".json").write_text(json.dumps(card))
+    r, pub, _ = make(store, model, infer_interval=60)
+    r.tick(NOW)
+    for dev in DEVS:
+        ((h, _),) = pub.on(f"humigraph/home/{dev}/health")
+        assert (h["fault"] != "ok") is faulty
+        if faulty:  # the most probable of the fault classes
+            rest = {k: v for k, v in h["probs"].items() if k != "ok"}
+            assert h["fault"] == max(rest, key=rest.get)

@@ -75,6 +75,16 @@ def test_windows_shapes_masks_and_targets_by_hand() -> None:
     assert w.x[0, 0, -1, 2] == 0.0 and w.x[0, 0, 0, 2] == pytest.approx(-0.31, abs=1e-5)
 
 
+def test_targets_use_each_horizons_own_scale() -> None:
+    card = ModelCard(target_scale={"t": [0.25, 0.5, 1.0], "rh": [1.25, 2.5, 5.0]})
+    w = make_windows([ramp()], card)
+    # changes of ramp(): t 0.01 °C and rh 0.05 %RH per minute, so +5/+15/+30 min
+    want_t = [0.05 / 0.25, 0.15 / 0.5, 0.30 / 1.0]
+    want_rh = [0.25 / 1.25, 0.75 / 2.5, 1.5 / 5.0]
+    assert w.y_forecast[0, 0, :, 0] == pytest.approx(want_t, abs=1e-5)
+    assert w.y_forecast[0, 0, :, 1] == pytest.approx(want_rh, abs=1e-5)
+
+
 def test_windows_match_the_gateway_encoding() -> None:
     card = ModelCard()
     rec = ramp(nodes=3)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from humigraph.errors import ModelError
 from humigraph.model.baselines import (
     baseline_report,
     fit_baselines,
@@ -20,8 +21,10 @@ from humigraph.model.data import Recording, make_windows
 from humigraph.model.evaluate import (
     balanced_accuracy,
     binary_scores,
+    choose_fault_threshold,
     evaluate,
     f1_binary,
+    fault_threshold_sweep,
     format_table,
     macro_f1,
     per_class_scores,
@@ -180,3 +183,62 @@ def test_evaluate_refuses_recordings_too_short(tiny: Path) -> None:
 
     with pytest.raises(UsageError, match="no window of 1920 s"):
         evaluate(tiny, [ramp("short", 0.01, n_steps=20)])
+
+
+# ---------------------------------------------------------------- the fault decision rule
+
+
+def test_fault_decision_is_ok_unless_the_fault_probability_passes_the_threshold() -> None:
+    probs = np.array(
+        [
+            [0.40, 0.30, 0.30, 0, 0, 0],  # argmax ok; p(fault) 0.6
+            [0.20, 0.10, 0.70, 0, 0, 0],  # argmax spike; p(fault) 0.8
+            [0.05, 0.15, 0.10, 0.5, 0.1, 0.1],  # p(fault) 0.95
+        ]
+    )
+    assert ModelCard().fault_decision(probs).tolist() == [0, 2, 3]  # no threshold: argmax
+    assert ModelCard(fault_threshold=0.5).fault_decision(probs).tolist() == [1, 2, 3]
+    assert ModelCard(fault_threshold=0.85).fault_decision(probs).tolist() == [0, 0, 3]
+    with pytest.raises(ModelError, match="fault_threshold"):
+        ModelCard(fault_threshold=1.5).validate()
+
+
+def test_choose_fault_threshold_meets_the_goal_on_every_source_then_best_f1() -> None:
+    sweep = [
+        {"threshold": None, "macro_f1": [0.9, 0.9], "false_alarms_per_node_day": [5.0, 0.5]},
+        {"threshold": 0.7, "macro_f1": [0.85, 0.8], "false_alarms_per_node_day": [1.0, 0.2]},
+        {"threshold": 0.8, "macro_f1": [0.8, 0.8], "false_alarms_per_node_day": [0.5, 0.1]},
+        {"threshold": 0.9, "macro_f1": [0.7, 0.6], "false_alarms_per_node_day": [0.1, 0.0]},
+    ]
+    assert choose_fault_threshold(sweep, goal=1.0) == 0.7
+    assert choose_fault_threshold(sweep, goal=6.0) is None  # argmax already meets it
+    assert choose_fault_threshold(sweep, goal=0.01) == 0.9  # none does: the fewest alarms
+
+
+def test_evaluate_scores_the_cards_rule_and_the_sweep_matches_it(tiny: Path, tmp_path) -> None:
+    import shutil
+
+    from humigraph.model.card import card_path, load_card
+
+    recs = [ramp("a", 0.01), ramp("b", -0.01)]
+    plain = evaluate(tiny, recs, max_windows=30, seed=2, baselines=False)["faults"]
+    assert plain["fault_threshold"] is None and "argmax" not in plain
+    sweep = fault_threshold_sweep(tiny, [recs], max_windows=30, seed=2, thresholds=(0.3,))
+    assert [r["threshold"] for r in sweep] == [None, 0.3]
+    assert sweep[0]["macro_f1"] == [plain["macro_f1"]]
+    assert sweep[0]["false_alarms_per_node_day"] == [plain["false_alarms_per_node_day"]]
+    # the same model with a rule in its card: scored by the rule, argmax beside it
+    model = tmp_path / tiny.name
+    shutil.copy(tiny, model)
+    card = load_card(tiny)
+    card.fault_threshold = 0.3
+    card.save(card_path(model))
+    ruled = evaluate(model, recs, max_windows=30, seed=2, baselines=False)["faults"]
+    assert ruled["fault_threshold"] == 0.3
+    assert ruled["argmax"] == {
+        "macro_f1": plain["macro_f1"],
+        "false_alarms_per_node_day": plain["false_alarms_per_node_day"],
+    }
+    assert ruled["macro_f1"] == sweep[1]["macro_f1"][0]
+    assert ruled["false_alarms_per_node_day"] == sweep[1]["false_alarms_per_node_day"][0]
+    assert "ok unless p(fault) > 0.3" in format_table({"faults": ruled})

@@ -73,6 +73,40 @@ def test_window_and_decode_round_trip() -> None:
     assert abs_[1, 0].tolist() == pytest.approx([18.0, 55.0])
 
 
+def test_per_horizon_target_scale_decodes_each_horizon_with_its_own_scale() -> None:
+    card = ModelCard(history=3, step_s=60, target_scale={"t": [0.25, 0.5, 1.0], "rh": 5.0})
+    assert card.scale_array().tolist() == [[0.25, 5.0], [0.5, 5.0], [1.0, 5.0]]
+    out = np.zeros((1, 64, 3, 2), np.float32)
+    out[0, 0] = [[0.5, 0.1], [0.5, 0.1], [0.5, 0.1]]
+    abs_ = decode_forecast(out, np.array([20.0]), np.array([40.0]), card)
+    assert abs_[0, :, 0].tolist() == pytest.approx([20.125, 20.25, 20.5])
+    assert abs_[0, :, 1].tolist() == pytest.approx([40.5] * 3)
+    # the old single-number form is the same scale at every horizon
+    assert ModelCard().scale_array().tolist() == [[1.0, 5.0]] * 3
+
+
+def test_per_horizon_target_scale_survives_the_card_file_and_old_cards_load(tmp_path) -> None:
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"")
+    ModelCard(target_scale={"t": [0.5, 1.0, 1.0], "rh": [2.5, 5.0, 5.0]}).save(card_path(model))
+    back = load_card(model)
+    assert back.scale_array().tolist() == [[0.5, 2.5], [1.0, 5.0], [1.0, 5.0]]
+    d = json.loads(card_path(model).read_text())
+    assert d["target_scale"] == {"t": [0.5, 1.0, 1.0], "rh": [2.5, 5.0, 5.0]}
+    d["target_scale"] = {"t": 1.0, "rh": 5.0}  # a card written before per-horizon scales
+    card_path(model).write_text(json.dumps(d))
+    assert load_card(model).scale_array().tolist() == [[1.0, 5.0]] * 3
+    for bad, why in (
+        ({"t": [0.5, 1.0], "rh": 5.0}, "2 scales for 3 horizons"),
+        ({"t": [0.5, 0.0, 1.0], "rh": 5.0}, "positive number"),
+        ({"t": 1.0}, "target_scale.rh"),
+    ):
+        d["target_scale"] = bad
+        card_path(model).write_text(json.dumps(d))
+        with pytest.raises(ModelError, match=why):
+            load_card(model)
+
+
 def test_encode_refuses_a_site_larger_than_the_model() -> None:
     card = ModelCard(nodes=2, history=2)
     with pytest.raises(ValueError, match="3 nodes"):

@@ -171,6 +171,43 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
         args.func(args)
 
 
+def test_train_target_scale_option() -> None:
+    from humigraph.errors import UsageError
+    from humigraph.model.commands import parse_target_scale
+
+    assert parse_target_scale(["t=1", "rh=5"]) == {"t": 1.0, "rh": 5.0}
+    got = parse_target_scale(["t=0.5,1,1", "rh=2.5,5,5"])
+    assert got == {"t": [0.5, 1.0, 1.0], "rh": [2.5, 5.0, 5.0]}
+    assert ModelCard(target_scale=got).scale_array()[0].tolist() == [0.5, 2.5]
+    for bad in ("t", "t=", "t=0", "t=a,b", "=1"):
+        with pytest.raises(UsageError, match="--target-scale"):
+            parse_target_scale([bad])
+    with pytest.raises(ModelError, match="2 scales for 3 horizons"):
+        ModelCard(target_scale=parse_target_scale(["t=1,2", "rh=5"])).validate("--target-scale")
+
+
+def test_quantize_fault_threshold_option(tmp_path: Path) -> None:
+    import argparse
+
+    from humigraph.errors import UsageError
+    from humigraph.model import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+
+    def pick(value: str) -> object:
+        args = parser.parse_args(["quantize", "--model", "m", "--calibration", "c", "--out", "o",
+                                  "--fault-threshold", value])  # fmt: skip
+        return commands._fault_threshold(args, tmp_path / "o.tflite", [], print)
+
+    assert pick("none") == (None, None)
+    assert pick("0.8") == (0.8, None)
+    assert pick("auto") == (None, None)  # no training recordings: nothing to choose on
+    for bad in ("1.5", "high"):
+        with pytest.raises(UsageError, match="--fault-threshold"):
+            pick(bad)
+
+
 def test_quantize_command_writes_models_cards_report_and_plots(
     trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -215,6 +252,11 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     (held_out,) = m["evaluate"].values()
     assert held_out["int8"]["windows"] > 0 and "fp32" in held_out
     assert m["router_fault"]["t_mae_faulted"] > 0
+    # the fault rule: chosen on the training recordings, the same in both cards, scored by evaluate
+    ft = m["fault_threshold"]
+    assert ft["chosen"] == card.fault_threshold == card_f.fault_threshold
+    assert [r["threshold"] for r in ft["training_sweep"]][0] is None
+    assert held_out["int8"]["faults"]["fault_threshold"] == card.fault_threshold
     for name in m["plots"].values():
         assert (tmp_path / name).stat().st_size > 1000
     md = out.with_suffix(".md").read_text()

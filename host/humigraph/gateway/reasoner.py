@@ -444,6 +444,7 @@ class Reasoner:
         horizons = [int(h) for h in card.horizons_s]
         forecasts, health, verdicts = [], [], {}
         t_idx, rh_idx = card.targets.index("t"), card.targets.index("rh")
+        ok_idx = card.fault_classes.index("ok")
         for i in live:
             dev = nodes[i]
             t_vals = [_round(v) for v in fc[i, :, t_idx]]
@@ -463,7 +464,7 @@ class Reasoner:
             probs = {
                 c: _round(float(p), 4) for c, p in zip(card.fault_classes, fault[i], strict=True)
             }
-            k = int(np.argmax(fault[i]))
+            k = int(card.fault_decision(fault[i]))  # the card's rule, as evaluate scores it
             neigh = sorted(
                 ((float(adj[i, j]), nodes[j]) for j in live if j != i and adj[i, j] > 0),
                 reverse=True,
@@ -485,7 +486,11 @@ class Reasoner:
                 }
             )
             verdicts[dev] = {
-                "fault": (card.fault_classes[k], float(fault[i, k])),
+                # a fault verdict's confidence is the fault classes' total (the card's rule)
+                "fault": (
+                    card.fault_classes[k],
+                    float(fault[i, k] if k == ok_idx else 1.0 - fault[i, ok_idx]),
+                ),
                 "forecast": [
                     (h, t, r)
                     for h, t, r in zip(horizons, t_vals, rh_vals, strict=True)

@@ -4,7 +4,7 @@ Forecast: *persistence* (no change), *linear* (least-squares trend of the node's
 extrapolated), *ridge* (ridge regression on the node's last 5 minutes, fitted on training
 windows). Insights: gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``) on the
 site's temperature and humidity slopes. Forecasts are returned in the model's units: change from
-the node's last value divided by ``card.target_scale`` (``[W, nodes, K, 2]``).
+the node's last value divided by ``card.scale_array()`` (``[W, nodes, K, 2]``).
 
 Run ``python -m humigraph.model.baselines --data SPEC`` for a held-out report.
 """
@@ -69,13 +69,12 @@ def linear_trend(w: Windows, card: ModelCard, span_s: float = LINEAR_SPAN_S) -> 
     n = _steps(span_s, card)
     steps = np.array(card.horizons_s, dtype=np.float64) / card.step_s
     out = np.zeros(w.y_forecast.shape, np.float32)
-    for j, (a, key) in enumerate(((t, "t"), (rh, "rh"))):
+    scales = card.scale_array()  # [K, 2]
+    for j, a in enumerate((t, rh)):
         # the trend line's value at the last step is not the last value: extrapolate from it
         s = _slope(a, n)
         level = a[..., -n:].mean(-1) + s * (n - 1) / 2.0 - a[..., -1]
-        out[..., j] = ((level[..., None] + s[..., None] * steps) / card.target_scale[key]).astype(
-            np.float32
-        )
+        out[..., j] = ((level[..., None] + s[..., None] * steps) / scales[:, j]).astype(np.float32)
     return out * w.node_mask[:, :, None, None]
 
 
@@ -85,8 +84,10 @@ def _ridge_features(w: Windows, card: ModelCard) -> np.ndarray:
     n = _steps(RIDGE_SPAN_S, card)
     f = list(card.features)
     present = w.x[..., -n:, f.index("present")] if "present" in f else np.ones(t.shape)[..., -n:]
-    rel_t = (t[..., -n:-1] - t[..., -1:]) / card.target_scale["t"]
-    rel_rh = (rh[..., -n:-1] - rh[..., -1:]) / card.target_scale["rh"]
+    # inputs in the widest horizon's units; the ridge is linear, any fixed scale fits the same
+    widest = card.scale_array().max(axis=0)
+    rel_t = (t[..., -n:-1] - t[..., -1:]) / widest[0]
+    rel_rh = (rh[..., -n:-1] - rh[..., -1:]) / widest[1]
     norm = card.normalization
     level = np.stack(
         [
@@ -188,7 +189,7 @@ def _mae(pred: np.ndarray, w: Windows, card: ModelCard, k: int, j: int) -> float
     m = (w.y_forecast_mask[..., k] > 0) & healthy(w) & np.isfinite(pred[..., k, j])
     if not m.any():
         return None
-    scale = card.target_scale[card.targets[j]]
+    scale = float(card.scale_array()[k, j])
     return float(np.abs(pred[..., k, j][m] - w.y_forecast[..., k, j][m]).mean() * scale)
 
 

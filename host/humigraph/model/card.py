@@ -10,7 +10,8 @@ inputs
   ``node_mask``  float32 ``[1, nodes]``, 1 for a slot holding a real node, 0 for padding
 outputs
   ``forecast``   ``[1, nodes, len(horizons_s), 2]``: change of (t, rh) from the node's last value,
-                 divided by ``target_scale`` (``decode_forecast`` turns it into °C and %RH)
+                 divided by the horizon's ``target_scale`` (``ModelCard.scale_array()``;
+                 ``decode_forecast`` turns it into °C and %RH)
   ``fault``      ``[1, nodes, len(fault_classes)]``: class probabilities
   ``insight``    ``[1, len(insights)]``: probabilities (occupancy, ventilation)
   ``adjacency``  ``[1, nodes, nodes]``: learned, sparsified; row i = how much node i listens to j
@@ -23,6 +24,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import ModelError
 
@@ -51,8 +54,17 @@ class ModelCard:
     )
     horizons_s: tuple[int, ...] = (300, 900, 1800)
     targets: tuple[str, ...] = ("t", "rh")
-    target_scale: dict[str, float] = field(default_factory=lambda: {"t": 1.0, "rh": 5.0})
+    # Per target: one scale for every horizon, or a list with one per horizon (the +5 min change
+    # is ten times smaller than the +30 min one; a scale per horizon gives it the int8 steps).
+    # Always read it through scale_array().
+    target_scale: dict[str, float | list[float]] = field(
+        default_factory=lambda: {"t": 1.0, "rh": 5.0}
+    )
     fault_classes: tuple[str, ...] = FAULT_CLASSES
+    # The fault decision (fault_decision()): None = the most probable class; a number = "ok"
+    # unless 1 - p(ok) exceeds it, then the most probable fault class. Chosen by quantize on the
+    # training recordings so that clean sensors raise few false alarms.
+    fault_threshold: float | None = None
     insights: tuple[str, ...] = INSIGHTS
     quantization: str = "int8"  # "int8" | "float32"
     # Measured numbers (filled by quantize / evaluate); free-form JSON objects.
@@ -81,6 +93,30 @@ class ModelCard:
     @property
     def window_s(self) -> int:
         return self.step_s * self.history
+
+    def scale_array(self) -> np.ndarray:
+        """``[len(horizons_s), len(targets)]`` float64: the forecast output times this is the
+        change in °C / %RH. Accepts both card forms (one number per target, or one per horizon)."""
+        k = len(self.horizons_s)
+        cols = []
+        for tgt in self.targets:
+            v = self.target_scale.get(tgt)
+            if isinstance(v, (list, tuple)):
+                cols.append([float(x) for x in v])
+            else:
+                cols.append([float(v)] * k)  # type: ignore[arg-type]
+        return np.array(cols, dtype=np.float64).T.reshape(k, len(self.targets))
+
+    def fault_decision(self, probs: np.ndarray) -> np.ndarray:
+        """Class index per node from the ``fault`` output's probabilities ``[..., classes]``:
+        the card's rule (see ``fault_threshold``). The gateway and evaluate both decide here."""
+        p = np.asarray(probs, dtype=np.float64)
+        if self.fault_threshold is None:
+            return p.argmax(-1)
+        ok = self.fault_classes.index("ok")
+        faults = p.copy()
+        faults[..., ok] = -np.inf
+        return np.where(1.0 - p[..., ok] > self.fault_threshold, faults.argmax(-1), ok)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,9 +167,29 @@ class ModelCard:
                     raise bad(f"normalization.{f}", "needs a positive scale")
         if not self.horizons_s or any(int(h) <= 0 for h in self.horizons_s):
             raise bad("horizons_s", f"must be positive seconds, got {list(self.horizons_s)}")
+        thr = self.fault_threshold
+        if thr is not None:
+            if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr < 1:
+                raise bad("fault_threshold", f"must be null or a number in [0, 1), got {thr!r}")
+            if "ok" not in self.fault_classes:
+                raise bad("fault_threshold", "needs an 'ok' class in fault_classes")
         for tgt in self.targets:
-            if not float(self.target_scale.get(tgt, 0)) > 0:
-                raise bad(f"target_scale.{tgt}", "needs a positive scale")
+            v = self.target_scale.get(tgt) if isinstance(self.target_scale, dict) else None
+            values = list(v) if isinstance(v, (list, tuple)) else [v]
+            if isinstance(v, (list, tuple)) and len(values) != len(self.horizons_s):
+                raise bad(
+                    f"target_scale.{tgt}",
+                    f"has {len(values)} scales for {len(self.horizons_s)} horizons "
+                    f"{list(self.horizons_s)}; give one number or one per horizon",
+                )
+            ok = all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in values
+            )
+            if not ok:
+                raise bad(
+                    f"target_scale.{tgt}",
+                    f"needs a positive number or a list of them (one per horizon), got {v!r}",
+                )
 
 
 def card_path(model_path: Path | str) -> Path:

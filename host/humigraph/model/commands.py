@@ -53,6 +53,14 @@ def register(subparsers: Any) -> None:
     t.add_argument("--hidden", type=int, default=48, help="node state width (default 48)")
     t.add_argument("--max-windows", type=int, default=None, help="cap on windows per SPEC")
     _data_options(t)
+    t.add_argument(
+        "--target-scale",
+        nargs="+",
+        default=["t=1", "rh=5"],
+        metavar="TARGET=S[,S,S]",
+        help="forecast scale per target, one number or one per horizon (default t=1 rh=5; "
+        "e.g. t=0.5,1,1 rh=2.5,5,5); ignored with --init (the base model's card is kept)",
+    )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -73,6 +81,17 @@ def register(subparsers: Any) -> None:
     q.add_argument("--calibration-windows", type=int, default=400, help="default %(default)s")
     q.add_argument(
         "--eval-windows", type=int, default=1500, help="held-out windows for the report (1500)"
+    )
+    q.add_argument(
+        "--fault-threshold",
+        default="auto",
+        metavar="auto|none|P",
+        help="fault decision stored in the card: 'ok' unless 1 - p(ok) > P; 'auto' (default) "
+        "picks P on the training recordings (at most --false-alarm-goal false alarms per "
+        "node-day on each source, best macro-F1); 'none' = the most probable class",
+    )
+    q.add_argument(
+        "--false-alarm-goal", type=float, default=1.0, help="per node-day, for auto (1.0)"
     )
     _data_options(q)
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -227,6 +246,24 @@ def attach_adjacency(w: Any, recs: list[Any], nodes: int) -> None:
     w.adj_true = adj
 
 
+def parse_target_scale(items: Sequence[str]) -> dict[str, float | list[float]]:
+    """``["t=0.5,1,1", "rh=5"]`` -> ``{"t": [0.5, 1.0, 1.0], "rh": 5.0}`` (the card's two forms)."""
+    out: dict[str, float | list[float]] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            nums = [float(v) for v in value.split(",")]
+        except ValueError:
+            nums = []
+        if not name or not nums or any(not v > 0 for v in nums):
+            raise UsageError(
+                f"--target-scale {item!r}: expected TARGET=S or TARGET=S,S,S with positive "
+                f"numbers, e.g. t=0.5,1,1"
+            )
+        out[name] = nums[0] if len(nums) == 1 else nums
+    return out
+
+
 def _echo(quiet: bool = False) -> Callable[[str], None]:
     def echo(msg: str) -> None:
         if not quiet:
@@ -252,14 +289,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         # of change, below what a calm room moves in 5 minutes (changes past ±2 °C / ±8 %RH over
         # the 32-minute window saturate; the absolute t, rh channels still carry them). The
         # forecast is soft-clipped at ±1 target_scale: ±1 °C, ±5 %RH, int8 step 0.008 °C.
+        # --target-scale gives one scale per horizon instead (docs/model.md: measured, not kept).
         normalization={
             "t": {"center": 21.0, "scale": 5.0},
             "rh": {"center": 45.0, "scale": 20.0},
             "dt": {"center": 0.0, "scale": 0.5},
             "drh": {"center": 0.0, "scale": 2.0},
         },
-        target_scale={"t": 1.0, "rh": 5.0},
+        target_scale=parse_target_scale(args.target_scale),
     )
+    card.validate("--target-scale")
     if args.init is not None:
         from .arch import CARD_FILE
 
@@ -267,6 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if card_file.is_file():
             base = ModelCard.from_json(json.loads(card_file.read_text()), where=str(card_file))
             base.metrics, base.training = {}, {}
+            base.fault_threshold = None  # quantize picks the fault rule for the new model
             card = base
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
 
@@ -388,6 +428,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     card_f.extra = {**card_f.extra, "int8_model": int8.name, "int8_model_id": card_q.model_id}
     card_q.save(int8.with_suffix(".json"))
     card_f.save(fp32.with_suffix(".json"))
+    threshold, sweep = _fault_threshold(args, int8, [tr for _, tr, _ in sources], echo)
+    for c, path in ((card_q, int8), (card_f, fp32)):  # the gateway runs INT8: one rule for both
+        c.fault_threshold = threshold
+        c.save(path.with_suffix(".json"))
     rt_q, rt_f = Runtime(int8, card=card_q), Runtime(fp32, card=card_f)
     bar = _bar(args.quiet)
     echo(f"running both models on {len(ev)} held-out windows")
@@ -439,6 +483,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "ops": op_counts,
         "ops_list": [f"{o['op']}:{'/'.join(o['outputs'])}" for o in ops],
         "router_fault": router_metrics,
+        "fault_threshold": {
+            "chosen": threshold,
+            "goal": args.false_alarm_goal,
+            "training_sweep": sweep,
+        },  # fmt: skip
     }
     forecast_case = _forecast_case(rt_q, rt_f, clean_held_out, card_q)
     plots = write_plots(
@@ -463,6 +512,41 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"  fault macro-F1 INT8 {task_q['faults']['macro_f1']} float {task_f['faults']['macro_f1']}"
     )
     return 0
+
+
+def _fault_threshold(
+    args: argparse.Namespace, int8: Path, train_sets: list[Any], echo: Callable[[str], None]
+) -> tuple[float | None, list[dict[str, Any]] | None]:
+    """The card's fault rule from --fault-threshold; 'auto' sweeps the INT8 model over the
+    training recordings (never the held-out ones the card reports on)."""
+    value = str(args.fault_threshold).strip().lower()
+    if value == "none":
+        return None, None
+    if value != "auto":
+        try:
+            thr = float(value)
+        except ValueError:
+            thr = -1.0
+        if not 0 <= thr < 1:
+            raise UsageError(
+                f"--fault-threshold: expected auto, none or a number in [0, 1), got {value!r}"
+            )
+        return thr, None
+    from .evaluate import choose_fault_threshold, fault_threshold_sweep
+
+    sets = [s for s in train_sets if s]
+    if not sets:
+        return None, None
+    echo(f"choosing the fault threshold on {sum(map(len, sets))} training recording(s)")
+    sweep = fault_threshold_sweep(
+        int8, sets, max_windows=args.eval_windows, fault_rate=args.fault_rate, seed=11
+    )
+    thr = choose_fault_threshold(sweep, args.false_alarm_goal)
+    for row in sweep:
+        echo(f"  threshold {row['threshold']}: macro-F1 {row['macro_f1']}, false alarms per "
+             f"node-day {row['false_alarms_per_node_day']}")  # fmt: skip
+    echo(f"fault rule: {'most probable class' if thr is None else f'ok unless p(fault) > {thr}'}")
+    return thr, sweep
 
 
 def _bar(quiet: bool) -> Callable[[str], Callable[[Any], Any] | None]:
@@ -536,7 +620,7 @@ def _router_case(
     def node_mae(w: Any, o: dict[str, np.ndarray]) -> float:
         m = w.y_forecast_mask[sel, node] > 0
         err = np.abs(o["forecast"][sel, node] - w.y_forecast[sel, node])[..., 0]  # t, normalized
-        return float(np.mean(err[m]) * card.target_scale["t"])
+        return float(np.mean((err * card.scale_array()[:, 0])[m]))  # °C, per horizon's scale
 
     mae_clean, mae_fault = node_mae(w_c, outs[0]), node_mae(w_f, outs[1])
     ablation = None
@@ -556,7 +640,7 @@ def _router_case(
         }
     r_c = float(np.mean(outs[0]["router"][sel, node, 1]))
     r_f = float(np.mean(outs[1]["router"][sel, node, 1]))
-    pred_stuck = float(np.mean(outs[1]["fault"][sel, node].argmax(-1) == stuck))
+    pred_stuck = float(np.mean(card.fault_decision(outs[1]["fault"][sel, node]) == stuck))
     n = len(base.nodes)
     metrics = {
         "recording": base.name,

@@ -201,7 +201,7 @@ def make_windows(
     """Every window with a full history inside its recording, each ``stride_steps`` steps; with
     ``max_windows``, a seeded random subset of them (kept in time order).
 
-    Targets: for horizon h, ``(ref(end + h) - last) / target_scale`` where ``last`` is the node's
+    Targets: for horizon h, ``(ref(end + h) - last) / scale[h]`` (``card.scale_array()``) where ``last`` is the node's
     last encoded value and ``ref`` the step mean of :func:`reference_series`; masked where that
     step has no reference value or the node is padding. Fault labels: the class at the window's
     last step (mask 0 without labels). Insights: the site label at the window's end.
@@ -229,7 +229,7 @@ def make_windows(
         rec=np.zeros(w, np.int64),
         end_ts=np.zeros(w, np.float64),
     )
-    scale = np.array([card.target_scale[name] for name in ("t", "rh")])
+    scale = card.scale_array()  # [K, 2] in card.targets order: (t, rh)
     sites: dict[int, _Site] = {}
     for wi, (ri, j) in enumerate(plan):
         site = sites.get(ri)
@@ -248,8 +248,8 @@ def make_windows(
             if jj >= site.m:
                 continue
             have = alive & (site.ref_present[:, jj] > 0)
-            dt = (site.ref_t[:, jj] - enc.last_t) / scale[0]
-            drh = (site.ref_rh[:, jj] - enc.last_rh) / scale[1]
+            dt = (site.ref_t[:, jj] - enc.last_t) / scale[k, 0]
+            drh = (site.ref_rh[:, jj] - enc.last_rh) / scale[k, 1]
             out.y_forecast[wi, :nr, k, 0] = np.where(have, dt, 0.0)
             out.y_forecast[wi, :nr, k, 1] = np.where(have, drh, 0.0)
             out.y_forecast_mask[wi, :nr, k] = have

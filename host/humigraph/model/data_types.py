@@ -81,7 +81,7 @@ class Windows:
 
     x: np.ndarray  # [W, nodes, history, F] float32 (features.encode)
     node_mask: np.ndarray  # [W, nodes] float32
-    y_forecast: np.ndarray  # [W, nodes, K, 2] float32 change from `last` / target_scale
+    y_forecast: np.ndarray  # [W, nodes, K, 2] float32 change from `last` / card.scale_array()
     y_forecast_mask: np.ndarray  # [W, nodes, K] float32
     y_fault: np.ndarray  # [W, nodes] int64 FAULT_CLASSES index at the window's last step
     y_fault_mask: np.ndarray  # [W, nodes] float32

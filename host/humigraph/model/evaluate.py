@@ -34,6 +34,8 @@ from .data_types import Recording, Windows
 
 __all__ = [
     "balanced_accuracy",
+    "choose_fault_threshold",
+    "fault_threshold_sweep",
     "binary_scores",
     "evaluate",
     "f1_binary",
@@ -196,10 +198,11 @@ def _forecast(
     if ridge is not None:
         base["ridge"] = ridge
     out: dict[str, Any] = {}
+    scales = card.scale_array()
     for k, h in enumerate(card.horizons_s):
         entry: dict[str, Any] = {}
         for j, name in enumerate(card.targets):
-            scale = float(card.target_scale[name])
+            scale = float(scales[k, j])
             entry[name] = {"mae": _mae(pred, w, k, j, scale)}
             entry[name].update({b: _mae(p, w, k, j, scale) for b, p in base.items()})
         entry["n"] = int(((w.y_forecast_mask[..., k] > 0) & healthy(w)).sum())
@@ -316,16 +319,27 @@ def evaluate(
     faulty = make_windows(
         faulty_recs, card, stride_steps=stride, max_windows=max_windows, seed=seed
     )
-    fault_pred = _run(rt, faulty, ("fault",))["fault"].argmax(-1)
+    fault_probs = _run(rt, faulty, ("fault",))["fault"]
+    fault_pred = card.fault_decision(fault_probs)
     m = faulty.y_fault_mask > 0
     y_true, y_pred = faulty.y_fault[m], fault_pred[m]
     faults: dict[str, Any] = {
         "macro_f1": _round(macro_f1(y_true, y_pred)) if m.any() else None,
         "per_class": per_class_scores(y_true, y_pred, card.fault_classes) if m.any() else None,
-        "false_alarms_per_node_day": _false_alarms(out["fault"].argmax(-1), clean, card, stride),
+        "false_alarms_per_node_day": _false_alarms(
+            card.fault_decision(out["fault"]), clean, card, stride
+        ),
+        "fault_threshold": card.fault_threshold,
         "injected_rate": fault_rate,
         "node_windows": int(m.sum()),
     }
+    if card.fault_threshold is not None:  # what the plain most-probable-class rule would give
+        faults["argmax"] = {
+            "macro_f1": _round(macro_f1(y_true, fault_probs.argmax(-1)[m])) if m.any() else None,
+            "false_alarms_per_node_day": _false_alarms(
+                out["fault"].argmax(-1), clean, card, stride
+            ),
+        }
     return {
         "model": Path(model_path).name,
         "model_id": card.model_id,
@@ -340,6 +354,74 @@ def evaluate(
         "adjacency_auc": _adjacency_auc(adj_sum, recs),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+# ---------------------------------------------------------------- the fault decision
+
+FAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def fault_threshold_sweep(
+    model_path: Path | str,
+    rec_sets: Sequence[Sequence[Recording]],
+    *,
+    max_windows: int = 1500,
+    fault_rate: float = DEFAULT_FAULT_RATE,
+    seed: int = 0,
+    thresholds: Sequence[float] = FAULT_THRESHOLDS,
+) -> list[dict[str, Any]]:
+    """For each candidate rule (``None`` = most probable class, else "ok unless 1 - p(ok) >
+    threshold"): macro-F1 on injected faults and false alarms per node-day on the clean data, per
+    recording set (one per source). Run it on training recordings, never on the held-out ones."""
+    from ..runtime import Runtime
+
+    card = load_card(model_path)
+    rt = Runtime(model_path, card=card)
+    per_set = []
+    for recs in rec_sets:
+        total = count_windows(recs, card)
+        if total == 0:
+            continue
+        stride = max(1, math.ceil(total / max_windows))
+        clean = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
+        faulty = make_windows(inject_faults(recs, rate=fault_rate, seed=seed), card,
+                              stride_steps=stride, max_windows=max_windows, seed=seed)  # fmt: skip
+        p_clean = _run(rt, clean, ("fault",))["fault"]
+        p_faulty = _run(rt, faulty, ("fault",))["fault"]
+        per_set.append((clean, p_clean, faulty, p_faulty, stride))
+    rows = []
+    for thr in (None, *thresholds):
+        rule = ModelCard(fault_classes=card.fault_classes, fault_threshold=thr)
+        f1s, alarms = [], []
+        for clean, p_clean, faulty, p_faulty, stride in per_set:
+            m = faulty.y_fault_mask > 0
+            if m.any():
+                f1s.append(macro_f1(faulty.y_fault[m], rule.fault_decision(p_faulty)[m]))
+            fa = _false_alarms(rule.fault_decision(p_clean), clean, card, stride)
+            if fa is not None:
+                alarms.append(fa)
+        rows.append({
+            "threshold": thr,
+            "macro_f1": [_round(f) for f in f1s],
+            "false_alarms_per_node_day": alarms,
+        })  # fmt: skip
+    return rows
+
+
+def choose_fault_threshold(sweep: Sequence[dict[str, Any]], goal: float = 1.0) -> float | None:
+    """The rule with the best mean macro-F1 among those whose every source stays at or under
+    ``goal`` false alarms per node-day; when none does, the one with the fewest (worst source)."""
+
+    def worst(row: dict[str, Any]) -> float:
+        return max(row["false_alarms_per_node_day"], default=math.inf)
+
+    def mean_f1(row: dict[str, Any]) -> float:
+        return float(np.mean(row["macro_f1"])) if row["macro_f1"] else 0.0
+
+    meeting = [r for r in sweep if worst(r) <= goal]
+    if meeting:
+        return max(meeting, key=mean_f1)["threshold"]
+    return min(sweep, key=lambda r: (worst(r), -mean_f1(r)))["threshold"] if sweep else None
 
 
 # ---------------------------------------------------------------- the human summary
@@ -370,10 +452,18 @@ def format_table(result: dict[str, Any]) -> str:
                 )
     faults = result.get("faults") or {}
     lines.append("")
+    thr = faults.get("fault_threshold")
+    rule = "most probable class" if thr is None else f"ok unless p(fault) > {thr}"
     lines.append(
-        f"faults: macro F1 {_fmt(faults.get('macro_f1'))}, false alarms per node-day "
+        f"faults ({rule}): macro F1 {_fmt(faults.get('macro_f1'))}, false alarms per node-day "
         f"{_fmt(faults.get('false_alarms_per_node_day'), 2)}"
     )
+    if faults.get("argmax"):
+        a = faults["argmax"]
+        lines.append(
+            f"  most probable class instead: macro F1 {_fmt(a.get('macro_f1'))}, "
+            f"false alarms per node-day {_fmt(a.get('false_alarms_per_node_day'), 2)}"
+        )
     for name, s in (faults.get("per_class") or {}).items():
         lines.append(
             f"  {name:<9} precision {_fmt(s['precision'])}  recall {_fmt(s['recall'])}  "

@@ -132,6 +132,5 @@ def decode_forecast(
     if f.ndim == 4:
         f = f[0]
     n = len(last_t)
-    scale = np.array([card.target_scale[k] for k in card.targets])
     base = np.stack([last_t, last_rh], axis=-1)[:, None, :]
-    return base + f[:n] * scale
+    return base + f[:n] * card.scale_array()[None]  # [K, 2]: a scale per horizon and target

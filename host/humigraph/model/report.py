@@ -79,14 +79,15 @@ def linear_trend(w: Windows, card: ModelCard, minutes: int = 5) -> np.ndarray:
     ``minutes`` steps, extrapolated to each horizon."""
     k = max(1, round(minutes * 60 / card.step_s))
     out = np.zeros((len(w), card.nodes, len(card.horizons_s), 2), np.float32)
-    for j, (feat, tgt) in enumerate((("dt", "t"), ("drh", "rh"))):
+    scales = card.scale_array()  # [K, 2]
+    for j, feat in enumerate(("dt", "drh")):
         if feat not in card.features:
             continue
         col = card.features.index(feat)
         # dt at the last step is 0, so the change over k steps is -dt[-1-k] (in °C / %RH)
         change = -w.x[:, :, -1 - k, col] * card.normalization[feat]["scale"]
         for hi, h in enumerate(card.horizons_s):
-            out[:, :, hi, j] = change * (h / (k * card.step_s)) / card.target_scale[tgt]
+            out[:, :, hi, j] = change * (h / (k * card.step_s)) / scales[hi, j]
     return out
 
 
@@ -94,11 +95,12 @@ def forecast_metrics(w: Windows, fc: np.ndarray, card: ModelCard) -> dict[str, A
     """MAE in °C / %RH per horizon next to persistence and the linear-trend baseline."""
     lin = linear_trend(w, card)
     res: dict[str, Any] = {}
+    scales = card.scale_array()
     for hi, h in enumerate(card.horizons_s):
         m = w.y_forecast_mask[:, :, hi] > 0
         row: dict[str, Any] = {}
         for j, tgt in enumerate(("t", "rh")):
-            s = card.target_scale[tgt]
+            s = scales[hi, j]
             y = w.y_forecast[:, :, hi, j][m] * s
             if not len(y):
                 row[tgt] = None
@@ -117,7 +119,7 @@ def fault_metrics(w: Windows, prob: np.ndarray, card: ModelCard) -> dict[str, An
     m = w.y_fault_mask > 0
     if not m.any():
         return {"macro_f1": None, "per_class": {}, "false_alarms_per_node_day": None}
-    y, pred = w.y_fault[m], prob[m].argmax(-1)
+    y, pred = w.y_fault[m], card.fault_decision(prob[m])
     per: dict[str, Any] = {}
     f1s = []
     for c, name in enumerate(card.fault_classes):
@@ -310,8 +312,8 @@ def write_plots(
         h = card.horizons_s[hi]
         node = 0
         fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-        for j, (tgt, unit) in enumerate((("t", "°C"), ("rh", "%RH"))):
-            s = card.target_scale[tgt]
+        for j, unit in enumerate(("°C", "%RH")):
+            s = card.scale_array()[hi, j]
             tt = (fw.end_ts + h - fw.end_ts[0]) / 60
             m = fw.y_forecast_mask[:, node, hi] > 0
             base = fw.last[:, node, j]
@@ -419,6 +421,13 @@ def _evaluate_section(ev: dict[str, Any]) -> list[str]:
                   f"{_fmt(fq.get('macro_f1'))}, float {_fmt(ff.get('macro_f1'))}; false alarms per "
                   f"node-day on clean data INT8 {_fmt(fq.get('false_alarms_per_node_day'))}, float "
                   f"{_fmt(ff.get('false_alarms_per_node_day'))}."]  # fmt: skip
+        aq, af = fq.get("argmax") or {}, ff.get("argmax") or {}
+        if aq:
+            lines.append(f"Rule: ok unless p(fault) > {fq.get('fault_threshold')}; with the most "
+                         f"probable class instead: macro-F1 INT8 {_fmt(aq.get('macro_f1'))}, float "
+                         f"{_fmt(af.get('macro_f1'))}; false alarms INT8 "
+                         f"{_fmt(aq.get('false_alarms_per_node_day'))}, float "
+                         f"{_fmt(af.get('false_alarms_per_node_day'))}.")  # fmt: skip
         for name in ("occupancy", "ventilation"):
             a, b = q.get(name), f.get(name)
             if not a:
