@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from humigraph.gateway.service import Gateway
 from paho.mqtt.enums import CallbackAPIVersion
+from support.waiting import wait_until as support_wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -81,17 +82,8 @@ class Board:
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = pred()
-        except Exception:  # an element being replaced while we look at it: look again
-            got = None
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    # an element being replaced while we look at it: look again
+    return support_wait(pred, timeout, what, every=0.2, ignore=(Exception,))
 
 
 def backfill(board: Board, minutes: int = 40) -> None:

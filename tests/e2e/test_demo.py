@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from humigraph.demo import DEMO_BOARDS, REPO_MODEL
+from support.waiting import wait_until as support_wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -49,15 +50,8 @@ def get(url: str) -> tuple[int, Any]:
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, lines: list[str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            tail = "\n".join(lines[-40:])
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; output:\n{tail}")
-        time.sleep(1)
+    tail = lambda: "output:\n" + "\n".join(lines[-40:])  # noqa: E731
+    return support_wait(pred, timeout, what, every=1.0, detail=tail)
 
 
 def test_demo_shows_every_feature_and_stops_cleanly(tmp_path: Path) -> None:

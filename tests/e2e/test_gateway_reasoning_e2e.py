@@ -15,6 +15,7 @@ import pytest
 from humigraph.gateway.service import Gateway
 from humigraph.model.card import ModelCard
 from support.collector import Collector, Message
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -43,17 +44,6 @@ def get(url: str) -> tuple[int, Any]:
             return r.status, (json.loads(body) if "json" in r.headers["Content-Type"] else body)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read().decode())
-
-
-def wait_until(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def alert_events(c: Collector, kind: str, dev: str) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ from humigraph.gateway.reasoner import Reasoner
 from humigraph.gateway.store import Store
 from humigraph.gateway.validate import Meta, Reading, Status
 from humigraph.model.card import ModelCard
-from support.pg import temp_database
 
 NOW = 1764400000.0
 DEVS = ("bath-1", "hall-1", "kitchen-1")
@@ -65,16 +64,6 @@ class Published:
 
     def on(self, topic: str) -> list[tuple[dict[str, Any], bool]]:
         return [(p, r) for t, p, r in self.messages if t == topic]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL of each backend (PostgreSQL skips when no server is reachable)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gw.db'}"
-    else:
-        with temp_database() as dsn:
-            yield dsn
 
 
 @pytest.fixture

@@ -15,17 +15,6 @@ from humigraph.errors import GatewayError
 from humigraph.gateway import store as st
 from humigraph.gateway.store import Store
 from humigraph.gateway.validate import Meta, Quarantined, Reading, Status
-from support.pg import temp_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gw.db'}"
-    else:
-        with temp_database() as dsn:
-            yield dsn
 
 
 @pytest.fixture
