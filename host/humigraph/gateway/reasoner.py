@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 REPO_MODEL = Path(__file__).resolve().parents[3] / "models" / "humigraph-int8.tflite"
 MAX_TICK_S = 10.0  # the alert rules run at least this often
-YIELD_EVERY = 16  # devices read per burst in a pass...
-YIELD_S = 0.002  # ...then a pause this long for the ingest thread
+YIELD_EVERY = 16  # devices read per burst in a pass, then a pause for the ingest thread:
+YIELD_S = 0.002  # at least this long,
+YIELD_MAX_S = 0.2  # at most this long; in between, spread over half the tick (see tick())
 PRUNE_EVERY_S = 3600.0
 
 Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
@@ -233,6 +234,7 @@ class Reasoner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._restored = False
+        self._pause = YIELD_S
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -309,6 +311,10 @@ class Reasoner:
                 self._restored = True
             with _Reader(self.store) as conn:
                 devices = derived.device_rows(conn)
+                # A large fleet's pass is spread over half the tick, so the ingest thread never
+                # waits long for the interpreter (readings would queue behind the pass).
+                chunks = max(1, len(devices) // YIELD_EVERY)
+                self._pause = max(YIELD_S, min(YIELD_MAX_S, 0.5 * self.tick_s / chunks))
                 sites: dict[str, list[dict[str, Any]]] = {}
                 for d in devices:
                     sites.setdefault(d["site"], []).append(d)
@@ -347,7 +353,7 @@ class Reasoner:
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 # Give the ingest thread the GIL: on a large site this loop would otherwise hold
                 # it for a long burst every tick, and every reading arriving meanwhile waits.
-                self._stop.wait(YIELD_S)
+                self._stop.wait(self._pause)
             latest = derived.latest_readings(conn, d["dev"], self.cfg.readings_needed)
             received = [s.received for s in latest if s.received is not None]
             interval = d["meta"].get("interval")
