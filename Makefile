@@ -89,9 +89,10 @@ gateway: setup
 	$(BIN)/humigraph gateway $(if $(GATEWAY_CONFIG),--config $(GATEWAY_CONFIG),--broker $(BROKER) --data-dir var)
 
 # The reasoning model: world simulator + the real datasets in $(DATA) when that folder exists.
+# The world's boards read every 10 s, the firmware's default (six reads per 60 s model step).
 # `make train` starts over (humigraph train itself resumes from build/model/checkpoint).
 DATA ?= ../shared/data
-WORLD_SPEC := world:1-12?days=1
+WORLD_SPEC := world:1-12?days=1&step=10
 MODEL_DATA = '$(WORLD_SPEC)' $(if $(wildcard $(DATA)/room-climate-A),room-climate:$(DATA)/room-climate-A) \
 	$(if $(wildcard $(DATA)/uci-occupancy),uci-occupancy:$(DATA)/uci-occupancy)
 

@@ -48,7 +48,7 @@ def test_windows_shapes_masks_and_targets_by_hand() -> None:
     w = make_windows([ramp()], card)
     # ends at grid indices 31..79: 49 windows, the first ending at T0 + 31 min
     assert len(w) == 49 == count_windows([ramp()], card)
-    assert w.x.shape == (49, 64, 32, 6) and w.x.dtype == np.float32
+    assert w.x.shape == (49, 64, 32, len(card.features)) and w.x.dtype == np.float32
     assert w.y_forecast.shape == (49, 64, 3, 2) and w.y_forecast_mask.shape == (49, 64, 3)
     assert (
         w.y_fault.shape == (49, 64) and w.y_insight.shape == (49, 2) and w.last.shape == (49, 64, 2)

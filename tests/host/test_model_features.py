@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from humigraph.errors import ModelError
 from humigraph.model.card import ModelCard, card_path, load_card
-from humigraph.model.features import decode_forecast, encode, resample, window
+from humigraph.model.features import (
+    decode_forecast,
+    denormalize,
+    encode,
+    normalize,
+    resample,
+    unclip,
+    window,
+)
 
 
 def test_resample_bins_means_and_failures() -> None:
@@ -19,20 +27,20 @@ def test_resample_bins_means_and_failures() -> None:
     t = np.array([20.0, 22.0, 30.0, np.nan, 25.0])
     rh = np.array([40.0, 42.0, 50.0, np.nan, 45.0])
     ok = np.array([True, True, True, False, True])
-    gt, grh, present, fail = resample(ts, t, rh, ok, end=180.0, step=60.0, n=3)
-    assert gt[0] == pytest.approx(21.0)  # 60.0 belongs to the step ending at 60
-    assert grh[1] == pytest.approx(50.0)
-    assert present.tolist() == [1.0, 1.0, 1.0]
-    assert fail.tolist() == [0.0, 0.5, 0.0]
+    g = resample(ts, t, rh, ok, end=180.0, step=60.0, n=3)
+    assert g.t[0] == pytest.approx(21.0)  # 60.0 belongs to the step ending at 60
+    assert g.rh[1] == pytest.approx(50.0)
+    assert g.present.tolist() == [1.0, 1.0, 1.0]
+    assert g.fail.tolist() == [0.0, 0.5, 0.0]
+    # range of the good reads in each step; a single read has none
+    assert g.t_range.tolist() == [2.0, 0.0, 0.0] and g.rh_range.tolist() == [2.0, 0.0, 0.0]
 
 
 def test_resample_ignores_readings_outside_the_window() -> None:
     ts = np.array([-5.0, 0.0, 181.0])
-    gt, _, present, _ = resample(
-        ts, np.ones(3), np.ones(3), np.ones(3, bool), end=180, step=60, n=3
-    )
-    assert present.tolist() == [0.0, 0.0, 0.0]
-    assert np.isnan(gt).all()
+    g = resample(ts, np.ones(3), np.ones(3), np.ones(3, bool), end=180, step=60, n=3)
+    assert g.present.tolist() == [0.0, 0.0, 0.0]
+    assert np.isnan(g.t).all() and not g.t_range.any()
 
 
 def test_encode_fills_gaps_and_masks_empty_nodes() -> None:
@@ -41,7 +49,7 @@ def test_encode_fills_gaps_and_masks_empty_nodes() -> None:
     rh = np.array([[np.nan, 40.0, np.nan, 60.0], [np.nan] * 4])
     present = np.isfinite(t).astype(float)
     enc = encode(t, rh, present, np.zeros_like(t), card)
-    assert enc.x.shape == (64, 4, 6) and enc.mask.tolist()[:3] == [1.0, 0.0, 0.0]
+    assert enc.x.shape == (64, 4, len(card.features)) and enc.mask.tolist()[:3] == [1.0, 0.0, 0.0]
     f = {name: enc.x[0, :, i] for i, name in enumerate(card.features)}
     # leading gap back-filled, inner gap carried forward
     assert f["t"] * 5.0 + 21.0 == pytest.approx([20.0, 20.0, 20.0, 22.0], abs=1e-5)
@@ -50,6 +58,34 @@ def test_encode_fills_gaps_and_masks_empty_nodes() -> None:
     assert f["present"].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert not enc.x[1:].any()
     assert enc.last_t[0] == 22.0 and enc.last_rh[0] == 60.0
+
+
+def test_still_marks_exact_repeats_of_present_steps_only() -> None:
+    card = ModelCard(history=5)
+    t = np.array([[20.0, 20.0, np.nan, 20.0, 20.01]])
+    rh = np.array([[40.0, 40.0, np.nan, 40.0, 40.0]])
+    present = np.isfinite(t).astype(float)
+    enc = encode(t, rh, present, np.zeros_like(t), card)
+    still = enc.x[0, :, card.features.index("still")]
+    # step 1 repeats step 0; steps 2-3 border a gap (no evidence); step 4 moved by 0.01 °C
+    assert still.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_spread_is_the_wider_range_in_change_units_and_window_carries_it() -> None:
+    card = ModelCard(history=2, step_s=60)
+    # node 0: six reads per step, one spike of +3 °C in the first step; node 1: one read per step
+    ts0 = np.arange(5.0, 120.0, 10.0)
+    t0 = np.full(len(ts0), 20.0)
+    t0[2] = 23.0
+    series = [
+        (ts0, t0, np.full(len(ts0), 40.0), np.ones(len(ts0), bool)),
+        (np.array([30.0, 90.0]), np.array([20.0, 21.0]), np.array([40.0, 41.0]), [1, 1]),
+    ]
+    enc = window(series, 120.0, card)
+    spread = enc.x[:, :, card.features.index("spread")]
+    scale = card.normalization["dt"]["scale"]
+    assert spread[0].tolist() == pytest.approx([3.0 / scale, 0.0])
+    assert not spread[1].any()
 
 
 def test_window_and_decode_round_trip() -> None:
@@ -105,6 +141,32 @@ def test_per_horizon_target_scale_survives_the_card_file_and_old_cards_load(tmp_
         card_path(model).write_text(json.dumps(d))
         with pytest.raises(ModelError, match=why):
             load_card(model)
+
+
+def test_normalize_and_denormalize_invert_each_other() -> None:
+    card = ModelCard()
+    change = np.array([-2.0, -0.01, 0.0, 0.5])
+    z = normalize("dt", change, card)
+    assert z == pytest.approx(change / card.normalization["dt"]["scale"])
+    assert denormalize("dt", z, card) == pytest.approx(change)
+    assert denormalize("t", normalize("t", np.array([18.5]), card), card) == pytest.approx([18.5])
+
+
+def test_input_clip_bounds_every_feature_on_the_host_and_unclip_inverts_it() -> None:
+    card = ModelCard(history=2, input_clip=4.0)
+    card.validate()
+    # a 10 °C jump: dt = -20 in the card's units, far past the clip
+    t, rh = np.array([[20.0, 30.0]]), np.array([[40.0, 40.0]])
+    enc = encode(t, rh, np.ones_like(t), np.zeros_like(t), card)
+    dt = enc.x[0, :, card.features.index("dt")]
+    raw = -10.0 / card.normalization["dt"]["scale"]
+    assert dt[0] == pytest.approx(4.0 * np.tanh(raw / 4.0)) and abs(dt[0]) < 4.0
+    # levels near the centre pass almost unchanged; unclip restores them for the baselines
+    t_col = enc.x[0, :, card.features.index("t")]
+    assert unclip(t_col, card) == pytest.approx((t[0] - 21.0) / 5.0, abs=1e-5)
+    assert (unclip(enc.x, ModelCard(history=2)) == enc.x).all()  # no clip: unchanged
+    with pytest.raises(ModelError, match="input_clip"):
+        ModelCard(input_clip=0).validate()
 
 
 def test_encode_refuses_a_site_larger_than_the_model() -> None:

@@ -4,8 +4,9 @@ One forward pass sees a whole site window ``x [B, nodes, history, F]`` and ``nod
 
 1. *multi-granularity temporal encoders*: the last 8 steps at full resolution, the whole window
    mean-pooled by 4 and by 16, each through its own dense layer; a per-node softmax gate fuses them.
-   A roughness summary (mean absolute step-to-step change of t, rh, dt, drh) rides along: stuck,
-   noisy and spiky sensors differ mostly there.
+   A roughness summary (mean absolute step-to-step change of dt and drh, the share of steps
+   that repeat the last one exactly, the mean and peak range of reads within a step) rides along:
+   stuck, noisy and spiky sensors differ mostly there.
 2. *adaptive adjacency*: ``softmax(sim + relu(E·Eᵀ))`` over the other real nodes, where ``sim`` is a
    scaled dot product of keys computed from each node's state and recent changes (feature
    similarity: it generalizes across sites) and ``E`` a small per-slot embedding (it can only learn
@@ -15,11 +16,12 @@ One forward pass sees a whole site window ``x [B, nodes, history, F]`` and ``nod
    so a node whose own history looks wrong is forecast from its neighbours.
 4. heads: forecast (normalized change per horizon), fault class, site insights.
 
-Every op is chosen to have an INT8 TFLite kernel (FULLY_CONNECTED, BATCH_MATMUL, AVERAGE_POOL_2D, MEAN, SOFTMAX,
+Every op is chosen to have an INT8 TFLite kernel (FULLY_CONNECTED, BATCH_MATMUL, MEAN, SOFTMAX,
 LOGISTIC, ADD/SUB/MUL, RELU, MAXIMUM/MINIMUM, REDUCE_MAX, RESHAPE, STRIDED_SLICE, CONCATENATION);
-``quantize`` refuses a model where any op stays float. Inputs are clipped to ±``clip_in`` and the
-forecast to ±``clip_out`` inside the model so that the int8 scales cover the useful range rather
-than a rare spike.
+``quantize`` refuses a model where any op stays float. Inputs are soft-clipped to ±``clip_in`` (on
+the host, ``ModelCard.input_clip``, so float and int8 see the same values; inside the model for
+older cards) and the forecast to ±``clip_out`` inside the model, so that the int8 scales cover
+the useful range rather than a rare spike.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ArchConfig:
     threshold: float = 0.05  # adjacency entries below this are cut to 0
     mask_logit: float = 8.0  # logit pushed down for forbidden neighbours (kept small for int8)
     clip_in: float = 4.0
-    clip_out: float = 1.0  # normalized change; int8 step = 2*clip_out/255
+    clip_out: float = 2.0  # normalized change; int8 step = 2*clip_out/255
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ArchConfig:
@@ -76,6 +78,10 @@ class SiteModel(tf.Module):
         for p in arch.pools:
             if h % p:
                 raise ModelError(f"history {h} is not divisible by pool factor {p}")
+        if tuple(card.features[:4]) != ("t", "rh", "dt", "drh"):
+            raise ModelError(
+                f"features {list(card.features)}: the first four must be t, rh, dt, drh"
+            )
         if arch.fine_steps > h:
             raise ModelError(f"fine_steps {arch.fine_steps} exceeds history {h}")
         k, c, i = len(card.horizons_s), len(card.fault_classes), len(card.insights)
@@ -88,7 +94,8 @@ class SiteModel(tf.Module):
             self._add(f"{name}_w", w)
             self._add(f"{name}_b", np.full((n_out,), bias))
 
-        rough = 4
+        # see forward(): roughness (+ stillness, + the mean and peak spread of reads)
+        rough = 2 + ("still" in card.features) + 2 * ("spread" in card.features)
         self.enc_sizes = [arch.fine_steps * f] + [(h // p) * f for p in arch.pools]
         for j, size in enumerate(self.enc_sizes):
             dense(f"enc{j}", size, hd)
@@ -147,26 +154,30 @@ class SiteModel(tf.Module):
         return tf.reshape(out, tf.concat([shape[:-1], [w.shape[1]]], axis=0))
 
     def forward(
-        self, x: tf.Tensor, node_mask: tf.Tensor, own_only: bool = False
+        self,
+        x: tf.Tensor,
+        node_mask: tf.Tensor,
+        own_only: bool = False,
+        shifted: np.ndarray | None = None,
     ) -> dict[str, tf.Tensor]:
         """The outputs plus the logits the losses need; ``own_only`` pins the router to the
-        node's own history (the ablation "without the router" in the model card)."""
+        node's own history (the ablation "without the router" in the model card); ``shifted``
+        (export, :meth:`shifted_static`) is the weights-only adjacency term as one constant."""
         card, arch = self.card, self.arch
         n, h, f = card.nodes, card.history, len(card.features)
         k = len(card.horizons_s)
-        # soft clip (linear near 0): TANH runs inside XNNPACK's int8 path, MINIMUM/MAXIMUM do not
-        x = arch.clip_in * tf.tanh(x * (1.0 / arch.clip_in))
+        if card.input_clip is None:  # older cards: the host does not clip (features.encode)
+            # soft clip (linear near 0): TANH runs in XNNPACK's int8 path, MINIMUM/MAXIMUM not
+            x = arch.clip_in * tf.tanh(x * (1.0 / arch.clip_in))
         m = node_mask[:, :, None]  # [B, N, 1]
 
         # 1. temporal encoders at several granularities, fused by a per-node gate
         views = [tf.reshape(x[:, :, h - arch.fine_steps :, :], [-1, n, arch.fine_steps * f])]
         pooled_first = None
-        # time as the height of an image with one column: AVERAGE_POOL_2D has fast int8 kernels,
-        # where int8 MEAN requantizes element by element
-        as_image = tf.reshape(x, [-1, h, 1, f])
+        # pooling as a MEAN over a reshaped axis: XNNPACK runs int8 MEAN (and REDUCE_MAX), where
+        # int8 AVERAGE_POOL_2D falls back to TFLite's own kernel and splits the delegated graph
         for p in arch.pools:
-            pooled = tf.nn.avg_pool2d(as_image, ksize=(p, 1), strides=(p, 1), padding="VALID")
-            pooled = tf.reshape(pooled, [-1, n, h // p, f])
+            pooled = tf.reduce_mean(tf.reshape(x, [-1, n, h // p, p, f]), axis=3)
             if pooled_first is None:
                 pooled_first = pooled
             views.append(tf.reshape(pooled, [-1, n, (h // p) * f]))
@@ -175,15 +186,25 @@ class SiteModel(tf.Module):
         fused = encs[0] * gate[:, :, 0:1]
         for j in range(1, len(encs)):
             fused = fused + encs[j] * gate[:, :, j : j + 1]
-        steps = x[:, :, 1:, 0:4] - x[:, :, :-1, 0:4]
-        back = x[:, :, :-1, 0:4] - x[:, :, 1:, 0:4]
+        # Roughness from dt and drh only: their steps are t's and rh's in a 10x finer scale, and
+        # the summary's columns share one int8 scale, so each column should span about as much
+        # as the others (t's own steps, next to a spread of 4, would round to 0).
+        steps = x[:, :, 1:, 2:4] - x[:, :, :-1, 2:4]
+        back = x[:, :, :-1, 2:4] - x[:, :, 1:, 2:4]
         # |step| as relu(step) + relu(-step), the negation as a swapped SUB: int8 has no NEG/ABS
         # kernel that XNNPACK takes
         absolute = tf.nn.relu(steps) + tf.nn.relu(back)
-        rough = tf.nn.avg_pool2d(
-            tf.reshape(absolute, [-1, h - 1, 1, 4]), (h - 1, 1), (h - 1, 1), "VALID"
-        )
-        rough = tf.reshape(rough, [-1, n, 4])  # mean |step change| of t, rh, dt, drh
+        summary = [tf.reduce_mean(absolute, axis=2)]  # mean |step change| of dt, drh
+        if "still" in card.features:
+            # the share of steps that repeat the last one exactly: a stuck sensor's signature
+            s = card.features.index("still")
+            summary.append(tf.reduce_mean(x[:, :, :, s : s + 1], axis=2))
+        if "spread" in card.features:
+            # spikes widen a few steps' range of reads, noise every step's: mean and peak differ
+            s = card.features.index("spread")
+            col = x[:, :, :, s : s + 1]
+            summary += [tf.reduce_mean(col, axis=2), tf.reduce_max(col, axis=2)]
+        rough = summary[0] if len(summary) == 1 else tf.concat(summary, axis=-1)
         state = tf.nn.relu(self._dense("state", tf.concat([fused, rough], axis=-1))) * m
 
         # 2. adaptive adjacency: feature similarity + per-slot embeddings, masked and thresholded
@@ -192,10 +213,18 @@ class SiteModel(tf.Module):
         q = self._dense("query", kin)
         kk = self._dense("keyp", kin)
         sim = tf.matmul(q, kk, transpose_b=True) * (1.0 / float(np.sqrt(arch.key)))
-        static = tf.nn.relu(tf.matmul(self.embed, self.embed, transpose_b=True))
+        if shifted is None:
+            static = tf.nn.relu(tf.matmul(self.embed, self.embed, transpose_b=True))
+            shifted_t = static + arch.mask_logit
+        else:  # one constant: TFLite would otherwise add two constants at run time
+            shifted_t = tf.constant(shifted, tf.float32)
         not_self = tf.constant(1.0 - np.eye(n, dtype=np.float32))
         allowed = node_mask[:, None, :] * not_self[None]  # [B, N, N]
-        logits = (sim + static[None]) * allowed - arch.mask_logit * (1.0 - allowed)
+        # (sim + static) * allowed - mask_logit * (1 - allowed), with the constants gathered into
+        # one term: the embeddings' product alone can be ~1e-5 (slots are shuffled in training,
+        # so it learns a layout only when fine-tuned), and int8 ADD of two tensors whose scales
+        # are 1000x apart leaves XNNPACK for TFLite's slower kernel
+        logits = (sim + shifted_t[None]) * allowed - arch.mask_logit
         prob = tf.nn.softmax(logits, axis=-1)
         adjacency = tf.nn.relu(prob - arch.threshold) * allowed * m
 
@@ -237,9 +266,15 @@ class SiteModel(tf.Module):
             "router": router,
         }
 
+    def shifted_static(self) -> np.ndarray:
+        """``relu(E·Eᵀ) + mask_logit`` from the current weights (eager), for export."""
+        e = self.embed.numpy()
+        return (np.maximum(e @ e.T, 0.0) + self.arch.mask_logit).astype(np.float32)
+
     def serving_function(self) -> Any:
         card = self.card
         shapes = card.input_shapes
+        shifted = self.shifted_static()
 
         @tf.function(
             input_signature=[
@@ -248,7 +283,7 @@ class SiteModel(tf.Module):
             ]
         )
         def serve(x: tf.Tensor, node_mask: tf.Tensor) -> dict[str, tf.Tensor]:
-            out = self.forward(x, node_mask)
+            out = self.forward(x, node_mask, shifted=shifted)
             return {
                 name: out[name] for name in ("forecast", "fault", "insight", "adjacency", "router")
             }

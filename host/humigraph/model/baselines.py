@@ -22,6 +22,7 @@ import numpy as np
 
 from .card import ModelCard
 from .data_types import Windows
+from .features import denormalize, unclip
 
 __all__ = [
     "FittedBaselines",
@@ -41,9 +42,9 @@ SLOPE_SPANS_S = (300, 900, 1800)  # the GBT's slopes
 
 def grid_values(w: Windows, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
     """Absolute ``(t, rh)`` grids ``[W, nodes, history]`` decoded from the encoded ``x``."""
-    norm, f = card.normalization, list(card.features)
-    t = w.x[..., f.index("t")] * norm["t"]["scale"] + norm["t"]["center"]
-    rh = w.x[..., f.index("rh")] * norm["rh"]["scale"] + norm["rh"]["center"]
+    f = list(card.features)
+    t = denormalize("t", unclip(w.x[..., f.index("t")], card), card)
+    rh = denormalize("rh", unclip(w.x[..., f.index("rh")], card), card)
     return t.astype(np.float64), rh.astype(np.float64)
 
 

@@ -29,7 +29,11 @@ import numpy as np
 
 from ..errors import ModelError
 
-FEATURES = ("t", "rh", "dt", "drh", "present", "fail")
+# ``still``: 1 where a present step repeats the previous present step exactly (t and rh); a stuck
+# sensor repeats for ever, a live one in a quiet room now and then. Exact on the host, so the
+# signal survives the int8 input scale that cannot resolve a 0.01 °C change.
+# ``spread``: a step's range of reads (features.py); a spike among a step's reads widens it.
+FEATURES = ("t", "rh", "dt", "drh", "present", "fail", "still", "spread")
 FAULT_CLASSES = ("ok", "stuck", "spike", "drift", "noise", "dropout")
 INSIGHTS = ("occupancy", "ventilation")
 OUTPUTS = ("forecast", "fault", "insight", "adjacency", "router")
@@ -60,6 +64,11 @@ class ModelCard:
     target_scale: dict[str, float | list[float]] = field(
         default_factory=lambda: {"t": 1.0, "rh": 5.0}
     )
+    # Every encoded feature is soft-clipped on the host to input_clip * tanh(x / input_clip)
+    # (features.encode), so the float and the int8 model see the same bounded input: clipped
+    # inside the model instead, a 10-sigma spike reached the float model as 3.95 but the int8
+    # one as its input scale's edge. None (older cards): the model clips inside.
+    input_clip: float | None = None
     fault_classes: tuple[str, ...] = FAULT_CLASSES
     # The fault decision (fault_decision()): None = the most probable class; a number = "ok"
     # unless 1 - p(ok) exceeds it, then the most probable fault class. Chosen by quantize on the
@@ -167,6 +176,11 @@ class ModelCard:
                     raise bad(f"normalization.{f}", "needs a positive scale")
         if not self.horizons_s or any(int(h) <= 0 for h in self.horizons_s):
             raise bad("horizons_s", f"must be positive seconds, got {list(self.horizons_s)}")
+        clip = self.input_clip
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
+        ):
+            raise bad("input_clip", f"must be null or a positive number, got {clip!r}")
         thr = self.fault_threshold
         if thr is not None:
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr < 1:

@@ -297,6 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "drh": {"center": 0.0, "scale": 2.0},
         },
         target_scale=parse_target_scale(args.target_scale),
+        input_clip=ArchConfig().clip_in,  # the host clips; see ModelCard.input_clip
     )
     card.validate("--target-scale")
     if args.init is not None:

@@ -153,6 +153,7 @@ class _Site:
         shape = (n, self.m)
         self.t, self.rh = np.full(shape, np.nan), np.full(shape, np.nan)
         self.present, self.fail = np.zeros(shape), np.zeros(shape)
+        self.t_range, self.rh_range = np.zeros(shape), np.zeros(shape)
         self.ref_t, self.ref_rh = np.full(shape, np.nan), np.full(shape, np.nan)
         self.ref_present = np.zeros(shape)
         self.fault = np.full(shape, -1, dtype=np.int64)
@@ -160,7 +161,8 @@ class _Site:
         for i in range(n):
             ts, t, rh, ok = _sorted_node(rec, i)
             g = resample(ts, t, rh, ok, end=self.b1, step=step, n=self.m)
-            self.t[i], self.rh[i], self.present[i], self.fail[i] = g
+            self.t[i], self.rh[i], self.present[i], self.fail[i] = g.t, g.rh, g.present, g.fail
+            self.t_range[i], self.rh_range[i] = g.t_range, g.rh_range
             rt, rr, usable = reference_series(rec, i)
             g = resample(ts, rt, rr, usable, end=self.b1, step=step, n=self.m)
             self.ref_t[i], self.ref_rh[i], self.ref_present[i] = g[0], g[1], g[2]
@@ -237,7 +239,10 @@ def make_windows(
             sites.clear()  # one recording at a time keeps memory flat
             site = sites[ri] = _Site(recs[ri], card)
         sl = slice(j - h + 1, j + 1)
-        enc = encode(site.t[:, sl], site.rh[:, sl], site.present[:, sl], site.fail[:, sl], card)
+        enc = encode(
+            site.t[:, sl], site.rh[:, sl], site.present[:, sl], site.fail[:, sl], card,
+            t_range=site.t_range[:, sl], rh_range=site.rh_range[:, sl],
+        )  # fmt: skip
         nr = site.t.shape[0]
         alive = enc.mask[:nr] > 0
         out.x[wi] = enc.x

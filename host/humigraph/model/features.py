@@ -5,18 +5,44 @@ Shared by training (humigraph.model.data) and the gateway, so both encode a wind
 Grid: step ``k`` of an ``n``-step window ending at ``end`` covers ``(end - (n-k)*step,
 end - (n-1-k)*step]``. A step's value is the mean of its successful reads; ``present`` is 1 when it
 has at least one, ``fail`` is the fraction of its reads that failed. Missing steps carry the last
-value forward (the first present value backward), so the deltas stay finite.
+value forward (the first present value backward), so the deltas stay finite. ``still`` (when the
+card lists it) is 1 where a step repeats the one before it exactly: computed here, exactly, because
+the model's int8 input scale cannot tell a 0.01 °C change from none. ``spread`` is the step's range
+of reads (max - min, the wider of t and rh in their change scales): a board reading every 10 s
+puts six reads in a 60 s step, and one spike among them widens that step's range alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from .card import ModelCard
 
-__all__ = ["Encoded", "decode_forecast", "encode", "resample", "window"]
+__all__ = [
+    "Encoded",
+    "Grid",
+    "decode_forecast",
+    "denormalize",
+    "encode",
+    "normalize",
+    "resample",
+    "unclip",
+    "window",
+]
+
+
+class Grid(NamedTuple):
+    """One node's readings on the window's grid, each ``[n]``."""
+
+    t: np.ndarray  # mean of the step's good reads, NaN where it has none
+    rh: np.ndarray
+    present: np.ndarray  # 1 where the step has a good read
+    fail: np.ndarray  # share of the step's reads that failed
+    t_range: np.ndarray  # max - min of the step's good reads (0 with fewer than two)
+    rh_range: np.ndarray
 
 
 def resample(
@@ -28,8 +54,8 @@ def resample(
     end: float,
     step: float,
     n: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One node's readings -> ``(t, rh, present, fail)``, each ``[n]``; t, rh NaN where absent."""
+) -> Grid:
+    """One node's readings -> its :class:`Grid` of ``n`` steps ending at ``end``."""
     ts = np.asarray(ts, dtype=np.float64)
     okb = np.asarray(ok, dtype=bool)
     # bin index: ceil((ts - start) / step) - 1 so a reading exactly at a step's end belongs to it
@@ -48,7 +74,19 @@ def resample(
         out_t = np.where(n_ok > 0, s_t / np.maximum(n_ok, 1), np.nan)
         out_rh = np.where(n_ok > 0, s_rh / np.maximum(n_ok, 1), np.nan)
         fail = np.where(reads > 0, (reads - n_ok) / np.maximum(reads, 1), 0.0)
-    return out_t, out_rh, (n_ok > 0).astype(np.float64), fail
+    return Grid(
+        out_t, out_rh, (n_ok > 0).astype(np.float64), fail,
+        _range(idx[good], tv[good], n), _range(idx[good], rv[good], n),
+    )  # fmt: skip
+
+
+def _range(idx: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """Per bin max - min of ``v`` (0 for an empty bin): a spike inside a step survives the mean
+    as a wide range, where noise widens every step's range alike."""
+    hi, lo = np.full(n, -np.inf), np.full(n, np.inf)
+    np.maximum.at(hi, idx, v)
+    np.minimum.at(lo, idx, v)
+    return np.where(np.isfinite(hi), hi - lo, 0.0)
 
 
 def _fill(a: np.ndarray) -> np.ndarray:
@@ -61,6 +99,53 @@ def _fill(a: np.ndarray) -> np.ndarray:
     first = np.argmax(valid, axis=-1)
     idx = np.where(idx < 0, first[..., None], idx)
     return np.take_along_axis(a, idx, axis=-1)
+
+
+def _still(t: np.ndarray, rh: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """1 where a step repeats the step before it exactly (t and rh, both present), else 0."""
+    out = np.zeros(t.shape, dtype=np.float64)
+    if t.shape[-1] < 2:
+        return out
+    with np.errstate(invalid="ignore"):
+        same = (np.abs(t[:, 1:] - t[:, :-1]) < 1e-6) & (np.abs(rh[:, 1:] - rh[:, :-1]) < 1e-6)
+    out[:, 1:] = same  # NaN (an absent step) compares false
+    return np.where(alive[:, None], out, 0.0)
+
+
+def _spread(
+    t_range: np.ndarray | None,
+    rh_range: np.ndarray | None,
+    card: ModelCard,
+    shape: tuple[int, ...],
+    alive: np.ndarray,
+) -> np.ndarray:
+    """The wider of a step's t and rh ranges, each in its change scale (dt, drh)."""
+    out = np.zeros(shape, dtype=np.float64)
+    for feat, r in (("dt", t_range), ("drh", rh_range)):
+        if r is not None:
+            out = np.maximum(out, normalize(feat, np.nan_to_num(np.asarray(r, np.float64)), card))
+    return np.where(alive[:, None], out, 0.0)
+
+
+def normalize(feat: str, values: np.ndarray, card: ModelCard) -> np.ndarray:
+    """``(values - center) / scale`` of the card's ``normalization[feat]``."""
+    n = card.normalization[feat]
+    return (np.asarray(values, dtype=np.float64) - n.get("center", 0.0)) / n["scale"]
+
+
+def unclip(x: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Encoded values before the host's soft clip (ModelCard.input_clip), for the baselines that
+    read levels and changes back out of a window."""
+    if card.input_clip is None:
+        return np.asarray(x)
+    c = float(card.input_clip)
+    return c * np.arctanh(np.clip(np.asarray(x, np.float64) / c, -1 + 1e-7, 1 - 1e-7))
+
+
+def denormalize(feat: str, values: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The inverse of :func:`normalize`."""
+    n = card.normalization[feat]
+    return np.asarray(values, dtype=np.float64) * n["scale"] + n.get("center", 0.0)
 
 
 class Encoded:
@@ -76,6 +161,9 @@ def encode(
     present: np.ndarray,
     fail: np.ndarray,
     card: ModelCard,
+    *,
+    t_range: np.ndarray | None = None,
+    rh_range: np.ndarray | None = None,
 ) -> Encoded:
     """``[N, history]`` grids of N <= card.nodes real nodes -> the model's ``x`` and ``node_mask``.
 
@@ -87,7 +175,8 @@ def encode(
         raise ValueError(f"window has {hist} steps, the model wants {card.history}")
     if n_real > card.nodes:
         raise ValueError(f"site has {n_real} nodes, the model has {card.nodes} slots")
-    tf, rhf = _fill(t), _fill(np.asarray(rh, dtype=np.float64))
+    rh = np.asarray(rh, dtype=np.float64)
+    tf, rhf = _fill(t), _fill(rh)
     alive = np.isfinite(tf).all(axis=1) & np.isfinite(rhf).all(axis=1)
     norm = card.normalization
     tf = np.where(alive[:, None], tf, norm["t"]["center"])
@@ -96,13 +185,20 @@ def encode(
     cols = {
         "t": (tf - norm["t"]["center"]) / norm["t"]["scale"],
         "rh": (rhf - norm["rh"]["center"]) / norm["rh"]["scale"],
-        "dt": (tf - last_t[:, None]) / norm["dt"]["scale"],
-        "drh": (rhf - last_rh[:, None]) / norm["drh"]["scale"],
+        "dt": normalize("dt", tf - last_t[:, None], card),
+        "drh": normalize("drh", rhf - last_rh[:, None], card),
         "present": np.where(alive[:, None], np.asarray(present, dtype=np.float64), 0.0),
         "fail": np.asarray(fail, dtype=np.float64),
     }
+    if "still" in card.features:
+        cols["still"] = _still(t, rh, alive)
+    if "spread" in card.features:
+        cols["spread"] = _spread(t_range, rh_range, card, t.shape, alive)
     x = np.zeros((card.nodes, hist, len(card.features)), dtype=np.float32)
-    x[:n_real] = np.stack([cols[f] for f in card.features], axis=-1)
+    stacked = np.stack([cols[f] for f in card.features], axis=-1)
+    if card.input_clip is not None:  # linear near 0, bounded: see ModelCard.input_clip
+        stacked = card.input_clip * np.tanh(stacked / card.input_clip)
+    x[:n_real] = stacked
     mask = np.zeros(card.nodes, dtype=np.float32)
     mask[:n_real] = alive
     x[:n_real][~alive] = 0.0
@@ -120,8 +216,8 @@ def window(
     if not grids:
         empty = np.zeros((0, n))
         return encode(empty, empty, empty, empty, card)
-    t, rh, present, fail = (np.stack([g[i] for g in grids]) for i in range(4))
-    return encode(t, rh, present, fail, card)
+    t, rh, present, fail, t_range, rh_range = (np.stack(col) for col in zip(*grids, strict=True))
+    return encode(t, rh, present, fail, card, t_range=t_range, rh_range=rh_range)
 
 
 def decode_forecast(

@@ -23,7 +23,15 @@ from ..runtime import list_ops
 from .arch import load_model, tf
 from .data_types import Windows
 
-__all__ = ["MIN_CALIBRATION", "check_int8", "convert", "fp32_path_for", "latency_ms", "list_ops"]
+__all__ = [
+    "MIN_CALIBRATION",
+    "check_int8",
+    "convert",
+    "delegation",
+    "fp32_path_for",
+    "latency_ms",
+    "list_ops",
+]
 
 log = logging.getLogger(__name__)
 
@@ -172,4 +180,27 @@ def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> 
         "p90_ms": round(float(np.percentile(ms, 90)), 4),
         "runs": runs,
         "threads": 1,
+        **delegation(it),
     }
+
+
+def delegation(it: Any) -> dict[str, Any]:
+    """How the default delegate (XNNPACK) split the graph: its partitions and, by op type, the
+    ops left to TFLite's own kernels at their borders, where an int8 model loses time on x86.
+    Empty when the interpreter does not expose its execution plan."""
+    try:
+        ops = it._get_ops_details()  # the interpreter's nodes, delegate kernels included
+    except Exception:  # noqa: BLE001 - a private API; older runtimes lack it
+        return {}
+    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
+    fed = {int(i) for o in kernels for i in o["inputs"]}
+    made = {int(i) for o in kernels for i in o["outputs"]}
+    final = {int(d["index"]) for d in it.get_output_details()}
+    outside: dict[str, int] = {}
+    for o in ops:
+        outs = {int(i) for i in o["outputs"]}
+        # a node the delegate took either makes one of its outputs or feeds only its own kind;
+        # a node left outside makes a tensor a delegate reads, or a model output, itself
+        if o["op_name"] != "DELEGATE" and not outs & made and outs & (fed | final):
+            outside[o["op_name"]] = outside.get(o["op_name"], 0) + 1
+    return {"delegate_partitions": len(kernels), "outside_delegate": dict(sorted(outside.items()))}

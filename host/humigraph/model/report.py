@@ -17,6 +17,7 @@ import numpy as np
 from ..runtime import Runtime
 from .card import ModelCard
 from .data_types import Recording, Windows
+from .features import denormalize, unclip
 
 __all__ = [
     "fixed_inputs",
@@ -85,7 +86,7 @@ def linear_trend(w: Windows, card: ModelCard, minutes: int = 5) -> np.ndarray:
             continue
         col = card.features.index(feat)
         # dt at the last step is 0, so the change over k steps is -dt[-1-k] (in °C / %RH)
-        change = -w.x[:, :, -1 - k, col] * card.normalization[feat]["scale"]
+        change = -denormalize(feat, unclip(w.x[:, :, -1 - k, col], card), card)
         for hi, h in enumerate(card.horizons_s):
             out[:, :, hi, j] = change * (h / (k * card.step_s)) / scales[hi, j]
     return out
@@ -460,14 +461,17 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
         "",
         "## Files",
         "",
-        "| file | bytes | median latency, 1 thread (ms) |",
-        "|---|---|---|",
+        "| file | bytes | median latency, 1 thread (ms) | XNNPACK partitions | ops left outside |",
+        "|---|---|---|---|---|",
     ]
     for kind in ("int8", "fp32"):
         f = m.get("files", {}).get(kind, {})
         lat = m.get("latency", {}).get(kind, {})
+        outside = lat.get("outside_delegate")
+        left = "n/a" if outside is None else ", ".join(f"{k} x{v}" for k, v in outside.items())
         lines.append(
-            f"| {f.get('name', '?')} | {f.get('bytes', '?')} | {_fmt(lat.get('median_ms'))} |"
+            f"| {f.get('name', '?')} | {f.get('bytes', '?')} | {_fmt(lat.get('median_ms'))} "
+            f"| {lat.get('delegate_partitions', 'n/a')} | {left or 'none'} |"
         )
     ev = m.get("evaluation", {})
     lines += ["", f"Evaluation data: {ev.get('data', 'n/a')} ({ev.get('windows', 0)} windows).", ""]

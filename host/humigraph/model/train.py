@@ -205,6 +205,7 @@ def _batch(
     level_cols: tuple[int, ...] = (),
     level_jitter: float = 0.0,
     permute: bool = True,
+    input_clip: float | None = None,
 ) -> dict[str, np.ndarray]:
     b = {k: getattr(w, k)[idx] for k in _KEYS}
     n_slots = b["node_mask"].shape[1]
@@ -223,7 +224,13 @@ def _batch(
         # (sensors in one room read alike) are what the adjacency learns from.
         shift = rng.normal(0.0, level_jitter, size=(len(idx), 1, 1, len(level_cols)))
         live = b["node_mask"][:, :, None, None] > 0
-        b["x"][..., list(level_cols)] += np.where(live, shift, 0.0).astype(np.float32)
+        cols = b["x"][..., list(level_cols)].astype(np.float64)
+        if input_clip is not None:  # shift the level itself, then clip it as the host would
+            cols = input_clip * np.arctanh(np.clip(cols / input_clip, -1 + 1e-7, 1 - 1e-7))
+        cols = cols + np.where(live, shift, 0.0)
+        if input_clip is not None:
+            cols = input_clip * np.tanh(cols / input_clip)
+        b["x"][..., list(level_cols)] = cols.astype(np.float32)
     if rng is not None and permute:
         # Nodes sit in slots 0..n-1 in the gateway's order; shuffling them within that prefix
         # keeps the per-slot embeddings from learning one training site's layout.
@@ -372,7 +379,10 @@ def train(
             batches = bar
         for bi in batches:
             idx = np.sort(order[bi * cfg.batch : (bi + 1) * cfg.batch])
-            res = step(_batch(train_w, idx, rng, level_cols, cfg.level_jitter, cfg.permute_slots))
+            batch = _batch(
+                train_w, idx, rng, level_cols, cfg.level_jitter, cfg.permute_slots, card.input_clip
+            )
+            res = step(batch)
             for k, v in res.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if bar is not None and bi % 10 == 0:
