@@ -195,9 +195,9 @@ def test_quantize_fault_threshold_option(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
 
-    def pick(value: str) -> object:
+    def pick(value: str, *extra: str) -> object:
         args = parser.parse_args(["quantize", "--model", "m", "--calibration", "c", "--out", "o",
-                                  "--fault-threshold", value])  # fmt: skip
+                                  "--fault-threshold", value, *extra])  # fmt: skip
         return commands._fault_threshold(args, tmp_path / "o.tflite", [], print)
 
     assert pick("none") == (None, None)
@@ -206,6 +206,8 @@ def test_quantize_fault_threshold_option(tmp_path: Path) -> None:
     for bad in ("1.5", "high"):
         with pytest.raises(UsageError, match="--fault-threshold"):
             pick(bad)
+    with pytest.raises(UsageError, match="--false-alarm-margin must be >= 1"):
+        pick("auto", "--false-alarm-margin", "0.5")
 
 
 def test_quantize_command_writes_models_cards_report_and_plots(

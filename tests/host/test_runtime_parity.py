@@ -80,8 +80,10 @@ def test_tflite_runtime_214_numpy1_agrees_with_litert(tmp_path: Path) -> None:
     # Not bit-identical: the int8 SOFTMAX kernel changed after TF 2.14, and LiteRT hands int8
     # graphs to XNNPACK, whose rounding differs from the builtin kernels (tflite-runtime 2.14 runs
     # this model on its builtin kernels); a few percent of the values differ by a few int8 steps.
-    # The bar: swapping the runtime costs no more, on average, than quantizing the float model
-    # did on the same inputs (the card's parity_fixed), and never more than twice its worst case.
+    # The bar: the two int8 runtimes differ, on average, by no more than two independent int8
+    # roundings of the float model would (each off by the card's parity_fixed MAE on the same
+    # inputs, so about 1.4x that apart; 1.5x allowed, at least a quarter of an int8 step), and
+    # never by more than twice the quantization's worst case plus a step.
     recorded = rt.card.metrics["parity_fixed"]["outputs"]
     live = m > 0
     for name in ours[0]:
@@ -90,7 +92,8 @@ def test_tflite_runtime_214_numpy1_agrees_with_litert(tmp_path: Path) -> None:
         if name in ("forecast", "fault", "router", "adjacency"):
             d = d[live]  # real node slots, as the card's parity
         step = _scale(rt, name)
-        assert d.mean() <= recorded[name]["mae"] + 1e-6, (name, float(d.mean()), recorded[name])
+        bar = max(1.5 * recorded[name]["mae"], step / 4) + 1e-6
+        assert d.mean() <= bar, (name, float(d.mean()), recorded[name], step)
         assert d.max() <= 2 * recorded[name]["max"] + step, (name, float(d.max()), recorded[name])
     same = np.stack([o["fault"][0].argmax(-1) for o in ours]) == theirs["fault"][:, 0].argmax(-1)
     assert same[live].mean() >= 0.98

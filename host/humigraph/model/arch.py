@@ -51,6 +51,8 @@ CARD_FILE = "humigraph-card.json"
 class ArchConfig:
     hidden: int = 48  # node state width
     key: int = 16  # similarity key width
+    message: int = 16  # width of what a node passes to its neighbours (adjacency @ message)
+    range_limit: float = 1.5  # forecast-path activations past ±range_limit*clip_out are penalized
     embed: int = 8  # per-slot embedding width
     fine_steps: int = 8  # full-resolution tail seen by the fine encoder
     pools: tuple[int, ...] = (4, 16)  # mean-pool factors of the coarser encoders
@@ -105,15 +107,17 @@ class SiteModel(tf.Module):
         dense("query", hd + mid, kd)
         dense("keyp", hd + mid, kd)
         self._add("embed", rng.normal(0.0, 0.1, size=(n, arch.embed)))
-        dense("router", 2 * hd + rough, 2)
+        md = arch.message
+        dense("message", hd, md)
+        dense("router", hd + md + rough, 2)
         dense("own1", hd, hd)
         dense("own2", hd, k * 2)
         dense(
             "trend", arch.fine_steps * f, k * 2
         )  # linear skip: a trend forecast is one layer away
-        dense("nb1", hd, hd)
+        dense("nb1", md, hd)
         dense("nb2", hd, k * 2)
-        dense("fault1", 2 * hd + rough, hd)
+        dense("fault1", hd + md + rough, hd)
         dense("fault2", hd, c)
         dense("ins1", 2 * hd + 1, hd)
         dense("ins2", hd, i)
@@ -229,7 +233,10 @@ class SiteModel(tf.Module):
         adjacency = tf.nn.relu(prob - arch.threshold) * allowed * m
 
         # 3. router: own history vs neighbour aggregation
-        agg = tf.matmul(adjacency, state)  # [B, N, hidden]
+        # neighbours pass a narrow message, not their whole state: int8 BATCH_MATMUL runs outside
+        # XNNPACK, and 64x64x16 costs a third of 64x64x48
+        message = self._dense("message", state)  # [B, N, message]
+        agg = tf.matmul(adjacency, message)  # [B, N, message]
         # a two-way softmax is a sigmoid of the logit difference (LOGISTIC stays in XNNPACK)
         rl = self._dense("router", tf.concat([state, agg, rough], axis=-1))
         router = tf.sigmoid(
@@ -239,16 +246,26 @@ class SiteModel(tf.Module):
             router = tf.concat(
                 [tf.ones_like(router[:, :, 0:1]), tf.zeros_like(router[:, :, 0:1])], -1
             )
-        own = self._dense("own2", tf.nn.relu(self._dense("own1", state))) + self._dense(
-            "trend", views[0]
-        )
+        own_mlp = self._dense("own2", tf.nn.relu(self._dense("own1", state)))
+        trend = self._dense("trend", views[0])
+        own = own_mlp + trend
         nb = self._dense("nb2", tf.nn.relu(self._dense("nb1", agg)))
-        forecast = own * router[:, :, 0:1] + nb * router[:, :, 1:2]
-        forecast = arch.clip_out * tf.tanh(forecast * (1.0 / arch.clip_out)) * m
+        mixed = own * router[:, :, 0:1] + nb * router[:, :, 1:2]
+        forecast = arch.clip_out * tf.tanh(mixed * (1.0 / arch.clip_out)) * m
+        # Each of these is one int8 tensor whose calibrated min/max sets its step. Unchecked, a
+        # faulted node's "undo the spike" pushes them to ±15 while the output spans ±clip_out,
+        # and the +5 min forecast drowns in their rounding; training penalizes the excess.
+        limit = arch.range_limit * arch.clip_out
+        range_excess = tf.add_n(
+            [
+                tf.reduce_mean(tf.square(tf.nn.relu(tf.abs(a) - limit)))
+                for a in (own_mlp, trend, own, nb, mixed)
+            ]
+        )
         forecast = tf.reshape(forecast, [-1, n, k, 2])
 
         # 4. heads
-        fault_in = tf.concat([state, state - agg, rough], axis=-1)
+        fault_in = tf.concat([state, message - agg, rough], axis=-1)  # how it differs from them
         fault_logits = self._dense("fault2", tf.nn.relu(self._dense("fault1", fault_in)))
         present = tf.reduce_mean(node_mask, axis=1, keepdims=True)  # [B, 1]
         site = tf.concat(
@@ -264,6 +281,7 @@ class SiteModel(tf.Module):
             "adjacency": adjacency,
             "adjacency_logits": logits,
             "router": router,
+            "range_excess": range_excess,
         }
 
     def shifted_static(self) -> np.ndarray:

@@ -56,7 +56,8 @@ class TrainConfig:
     w_fault: float = 0.5
     w_insight: float = 0.5
     w_adjacency: float = 0.5  # where the true coupling is known (world): pull the similarity to it
-    huber_delta: float = 1.0  # in units of each horizon's typical change (see target_scales)
+    w_range: float = 1.0  # forecast-path activations beyond the int8-friendly range (arch.py)
+    huber_delta: float = 0.25  # in units of each horizon's typical change (see target_scales)
     faulted_forecast_weight: float = 0.3  # a faulted node's forecast target is noisy; weigh it less
     l2: float = 1e-5
     permute_slots: bool = True  # shuffle a site's nodes among its slots (slot ids carry no meaning)
@@ -177,13 +178,22 @@ def _losses(
         labels=batch["adj_true"], logits=out["adjacency_logits"]
     )
     l_adj = tf.reduce_sum(bce_a * am) / (tf.reduce_sum(am) + eps)
+    l_range = out["range_excess"]
     total = (
         cfg.w_forecast * l_fc
         + cfg.w_fault * l_fault
         + cfg.w_insight * l_ins
         + cfg.w_adjacency * l_adj
+        + cfg.w_range * l_range
     )
-    return {"loss": total, "forecast": l_fc, "fault": l_fault, "insight": l_ins, "adjacency": l_adj}
+    return {
+        "loss": total,
+        "forecast": l_fc,
+        "fault": l_fault,
+        "insight": l_ins,
+        "adjacency": l_adj,
+        "range": l_range,
+    }
 
 
 _KEYS = (
@@ -410,7 +420,8 @@ def train(
         echo(
             f"epoch {epoch}: train {row['train_loss']:.4f}  val {val:.4f} "
             f"(forecast {row['val_forecast']:.4f}, fault {row['val_fault']:.4f}, "
-            f"insight {row['val_insight']:.4f}, adjacency {row['val_adjacency']:.4f})"
+            f"insight {row['val_insight']:.4f}, adjacency {row['val_adjacency']:.4f}, "
+            f"range {row['val_range']:.4f})"
             f"{'  *best' if improved else ''}  {row['seconds']}s"
         )
         if state["bad"] >= cfg.patience:
