@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-# ``still``: 1 where a present step repeats the previous present step exactly (t and rh); a stuck
+# ``still``: 1 where a step repeats the step before it exactly (t and rh, both present); a stuck
 # sensor repeats for ever, a live one in a quiet room now and then. Exact on the host, so the
 # signal survives the int8 input scale that cannot resolve a 0.01 °C change.
 # ``spread``: a step's range of reads (features.py); a spike among a step's reads widens it.

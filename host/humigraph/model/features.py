@@ -29,6 +29,8 @@ __all__ = [
     "encode",
     "normalize",
     "resample",
+    "soft_clip",
+    "soft_unclip",
     "unclip",
     "window",
 ]
@@ -133,13 +135,22 @@ def normalize(feat: str, values: np.ndarray, card: ModelCard) -> np.ndarray:
     return (np.asarray(values, dtype=np.float64) - n.get("center", 0.0)) / n["scale"]
 
 
+def soft_clip(x: np.ndarray, clip: float | None) -> np.ndarray:
+    """``clip * tanh(x / clip)``: linear near 0, bounded by ``clip`` (None: unchanged)."""
+    return np.asarray(x) if clip is None else clip * np.tanh(np.asarray(x) / clip)
+
+
+def soft_unclip(x: np.ndarray, clip: float | None) -> np.ndarray:
+    """The inverse of :func:`soft_clip` (values at the bound map to a large finite number)."""
+    if clip is None:
+        return np.asarray(x)
+    return clip * np.arctanh(np.clip(np.asarray(x, np.float64) / clip, -1 + 1e-7, 1 - 1e-7))
+
+
 def unclip(x: np.ndarray, card: ModelCard) -> np.ndarray:
     """Encoded values before the host's soft clip (ModelCard.input_clip), for the baselines that
     read levels and changes back out of a window."""
-    if card.input_clip is None:
-        return np.asarray(x)
-    c = float(card.input_clip)
-    return c * np.arctanh(np.clip(np.asarray(x, np.float64) / c, -1 + 1e-7, 1 - 1e-7))
+    return soft_unclip(x, card.input_clip)
 
 
 def denormalize(feat: str, values: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -183,8 +194,8 @@ def encode(
     rhf = np.where(alive[:, None], rhf, norm["rh"]["center"])
     last_t, last_rh = tf[:, -1].copy(), rhf[:, -1].copy()
     cols = {
-        "t": (tf - norm["t"]["center"]) / norm["t"]["scale"],
-        "rh": (rhf - norm["rh"]["center"]) / norm["rh"]["scale"],
+        "t": normalize("t", tf, card),
+        "rh": normalize("rh", rhf, card),
         "dt": normalize("dt", tf - last_t[:, None], card),
         "drh": normalize("drh", rhf - last_rh[:, None], card),
         "present": np.where(alive[:, None], np.asarray(present, dtype=np.float64), 0.0),
@@ -195,10 +206,8 @@ def encode(
     if "spread" in card.features:
         cols["spread"] = _spread(t_range, rh_range, card, t.shape, alive)
     x = np.zeros((card.nodes, hist, len(card.features)), dtype=np.float32)
-    stacked = np.stack([cols[f] for f in card.features], axis=-1)
-    if card.input_clip is not None:  # linear near 0, bounded: see ModelCard.input_clip
-        stacked = card.input_clip * np.tanh(stacked / card.input_clip)
-    x[:n_real] = stacked
+    # bounded on the host, so float and int8 models see the same input (ModelCard.input_clip)
+    x[:n_real] = soft_clip(np.stack([cols[f] for f in card.features], axis=-1), card.input_clip)
     mask = np.zeros(card.nodes, dtype=np.float32)
     mask[:n_real] = alive
     x[:n_real][~alive] = 0.0

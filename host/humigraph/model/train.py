@@ -25,6 +25,7 @@ from ..errors import ModelError
 from .arch import ArchConfig, SiteModel, load_model, save_model, tf
 from .card import ModelCard
 from .data_types import Windows
+from .features import soft_clip, soft_unclip
 
 __all__ = ["TrainConfig", "TrainResult", "limit_threads", "train"]
 
@@ -234,12 +235,9 @@ def _batch(
         # (sensors in one room read alike) are what the adjacency learns from.
         shift = rng.normal(0.0, level_jitter, size=(len(idx), 1, 1, len(level_cols)))
         live = b["node_mask"][:, :, None, None] > 0
-        cols = b["x"][..., list(level_cols)].astype(np.float64)
-        if input_clip is not None:  # shift the level itself, then clip it as the host would
-            cols = input_clip * np.arctanh(np.clip(cols / input_clip, -1 + 1e-7, 1 - 1e-7))
-        cols = cols + np.where(live, shift, 0.0)
-        if input_clip is not None:
-            cols = input_clip * np.tanh(cols / input_clip)
+        # shift the level itself, then clip it again as the host would
+        cols = soft_unclip(b["x"][..., list(level_cols)], input_clip)
+        cols = soft_clip(cols + np.where(live, shift, 0.0), input_clip)
         b["x"][..., list(level_cols)] = cols.astype(np.float32)
     if rng is not None and permute:
         # Nodes sit in slots 0..n-1 in the gateway's order; shuffling them within that prefix
