@@ -146,6 +146,20 @@ def test_evaluate_world_returns_every_key(tiny: Path) -> None:
     assert again["faults"] == res["faults"] and again["forecast"] == res["forecast"]
 
 
+def test_evaluate_fits_the_baselines_on_the_training_side_when_given(tiny: Path) -> None:
+    # the held-out ramp's slope is one the training ramps span: a ridge fitted on them predicts
+    # it closely, where cross-fitting on two held-out ramps of opposite slope cannot
+    train = [ramp(f"r{i}", s) for i, s in enumerate((0.01, -0.02, 0.03, 0.02))]
+    held_out = [ramp("a", 0.015), ramp("b", -0.015)]
+    fitted = evaluate(tiny, held_out, baseline_train=train, seed=1)
+    crossed = evaluate(tiny, held_out, seed=1)
+    assert fitted["baselines_fitted_on"] == "training split (4 recording(s))"
+    assert crossed["baselines_fitted_on"].startswith("cross-fitted")
+    f, c = fitted["forecast"]["900"]["t"], crossed["forecast"]["900"]["t"]
+    assert f["ridge"] < 0.2 * f["persistence"] < c["ridge"]
+    assert "ridge and GBT fitted on: training split" in format_table(fitted)
+
+
 def test_evaluate_without_ground_truth_gives_nulls(tiny: Path) -> None:
     recs = [ramp("a", 0.01), ramp("b", -0.01)]
     recs[0].occupancy = recs[1].occupancy = None

@@ -122,7 +122,8 @@ def register(subparsers: Any) -> None:
         "--split",
         choices=("all", "test", "train"),
         default="all",
-        help="which recordings: all, or the held-out (test) or training side of the split",
+        help="which recordings: all, or the held-out (test) or training side of the split; "
+        "with test, the ridge and GBT baselines are fitted on the training side",
     )
     e.add_argument("--max-windows", type=int, default=3000, help="cap per SPEC (default 3000)")
     _data_options(e)
@@ -454,14 +455,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     held_out_eval: dict[str, Any] = {}
-    for spec, _, te in sources:
+    for spec, tr, te in sources:
         if not te:
             continue
         echo(f"evaluate: {spec}, {len(te)} held-out recording(s), INT8 and float32")
         row = {}
         for kind, path in (("int8", int8), ("fp32", fp32)):
-            row[kind] = evaluate(path, te, max_windows=args.eval_windows,
-                                 fault_rate=args.fault_rate, baselines=kind == "int8")  # fmt: skip
+            row[kind] = evaluate(path, te, max_windows=args.eval_windows, fault_rate=args.fault_rate,
+                                 baselines=kind == "int8", baseline_train=tr)  # fmt: skip
             row[kind]["data"] = f"{spec} (held-out recordings)"
         held_out_eval[spec] = row
     x0, m0 = ev.x[:1], ev.node_mask[:1]
@@ -702,17 +703,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-windows must be >= 1, got {args.max_windows}")
     results = []
     if args.split == "all":
-        targets: list[tuple[str, Any]] = [(spec, spec) for spec in args.data]
+        targets: list[tuple[str, Any, Any]] = [(spec, spec, None) for spec in args.data]
     else:
         sources = load_split(args.data, args.holdout, args.split_seed, _echo(args.json))
-        targets = [(spec, tr if args.split == "train" else te) for spec, tr, te in sources]
-    for spec, what in targets:
+        # on the test side, the baselines learn from the training side, as the model did
+        targets = [
+            (spec, tr, None) if args.split == "train" else (spec, te, tr)
+            for spec, tr, te in sources
+        ]
+    for spec, what, base_train in targets:
         if not isinstance(what, str) and not what:
             raise UsageError(
                 f"--data {spec}: no recordings on the {args.split} side of the split "
                 f"(holdout {args.holdout}); use --split all"
             )
-        res = evaluate(args.model, what, max_windows=args.max_windows, fault_rate=args.fault_rate)
+        res = evaluate(args.model, what, max_windows=args.max_windows, fault_rate=args.fault_rate,
+                       baseline_train=base_train)  # fmt: skip
         res["data"] = spec if args.split == "all" else f"{spec} ({args.split} split)"
         results.append(res)
     if args.json:
