@@ -71,6 +71,29 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"out": out, "res": res, "cfg": cfg, "arch": arch, "tr": tr, "va": va}
 
 
+def test_source_balance_weighs_each_source_alike_in_its_own_scale() -> None:
+    from humigraph.model.train import SourceBalance, target_scales
+
+    big = synthetic_windows(30, 5)
+    small = big.take(np.arange(10))
+    small.y_forecast = small.y_forecast * 0.2  # a calm source: its changes a fifth of the other's
+    w = Windows.concat([big, small])
+    w.source = np.array([0] * 30 + [2] * 10)  # type: ignore[attr-defined]  (SPEC index)
+    bal = SourceBalance(w)
+    assert bal.weights == pytest.approx({0: 40 / 60, 2: 40 / 20})
+    scale, weight = bal.batch(w, np.array([0, 35]))
+    np.testing.assert_allclose(scale[0], target_scales(big), rtol=1e-6)
+    np.testing.assert_allclose(scale[1], target_scales(small), rtol=1e-6)
+    np.testing.assert_allclose(scale[1], 0.2 * target_scales(big.take(np.arange(10))), rtol=1e-5)
+    assert weight.tolist() == pytest.approx([40 / 60, 40 / 20])
+    assert float(np.mean(bal.batch(w, np.arange(40))[1])) == pytest.approx(1.0)
+    # windows without a source (hand-made, or balance off): one scale for all, weight 1
+    for plain in (SourceBalance(big), SourceBalance(w, enabled=False)):
+        scale, weight = plain.batch(w, np.array([0, 35]))
+        np.testing.assert_allclose(scale[1], plain.global_scale)
+        assert weight.tolist() == [1.0, 1.0]
+
+
 def test_training_writes_a_savedmodel_and_resumes(trained: dict) -> None:
     from humigraph.model.train import TrainConfig, train
 

@@ -231,16 +231,19 @@ def _merge(parts: list[tuple[Any, list[Any]]]) -> tuple[Any, list[Any]]:
     """Windows of several sources in one; ``rec`` re-indexed into the concatenated recordings."""
     from .data_types import Windows
 
-    ws, recs = [], []
-    for w, r in parts:
+    ws, recs, source = [], [], []
+    for i, (w, r) in enumerate(parts):
         if w is None:
             continue
         w.rec = w.rec + len(recs)
         ws.append(w)
         recs.extend(r)
+        source.append(np.full(len(w), i, np.int64))
     if not ws:
         return None, []
-    return Windows.concat(ws), recs
+    merged = Windows.concat(ws)
+    merged.source = np.concatenate(source)  # the SPEC each window came from (train.SourceBalance)
+    return merged, recs
 
 
 def attach_adjacency(w: Any, recs: list[Any], nodes: int) -> None:
