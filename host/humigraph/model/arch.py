@@ -119,7 +119,7 @@ class SiteModel(tf.Module):
         dense("nb2", hd, k * 2)
         dense("fault1", hd + md + rough, hd)
         dense("fault2", hd, c)
-        dense("ins1", 2 * hd + 1, hd)
+        dense("ins1", 2 * hd + 1 + 2 * mid, hd)
         dense("ins2", hd, i)
 
     def _add(self, name: str, value: np.ndarray) -> None:
@@ -268,8 +268,17 @@ class SiteModel(tf.Module):
         fault_in = tf.concat([state, message - agg, rough], axis=-1)  # how it differs from them
         fault_logits = self._dense("fault2", tf.nn.relu(self._dense("fault1", fault_in)))
         present = tf.reduce_mean(node_mask, axis=1, keepdims=True)  # [B, 1]
+        # the site's recent t and rh changes (mean and extreme over its nodes), as the GBT
+        # baseline sees them: people show as humidity rising in several rooms at once
         site = tf.concat(
-            [tf.reduce_max(state, axis=1), tf.reduce_mean(state, axis=1), present], axis=-1
+            [
+                tf.reduce_max(state, axis=1),
+                tf.reduce_mean(state, axis=1),
+                present,
+                tf.reduce_mean(changes, axis=1),
+                tf.reduce_max(changes, axis=1),
+            ],
+            axis=-1,
         )
         insight_logits = self._dense("ins2", tf.nn.relu(self._dense("ins1", site)))
         return {
