@@ -430,7 +430,13 @@ def train(
         for bi in batches:
             idx = np.sort(order[bi * cfg.batch : (bi + 1) * cfg.batch])
             batch = _batch(
-                train_w, idx, rng, level_cols, cfg.level_jitter, cfg.permute_slots, card.input_clip,
+                train_w,
+                idx,
+                rng,
+                level_cols,
+                cfg.level_jitter,
+                cfg.permute_slots,
+                card.input_clip,
                 balance,
             )
             res = step(batch)
