@@ -6,6 +6,9 @@
   long outage) drains them; its rate is compared with a stop-and-wait QoS 1 publisher (what
   umqtt.simple does: publish, wait for the PUBACK, next) running on the same MicroPython binary
   with the same MQTT client against the same broker.
+
+``humigraph bench ingest`` (bench_ingest.py) measures the gateway's ingest against a naive
+subscriber; ``humigraph bench model`` (bench_model.py) the INT8 model against its float32 twin.
 """
 
 from __future__ import annotations
@@ -295,6 +298,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from . import bench_ingest
 
         return bench_ingest.run_command(args)
+    if args.what == "model":
+        from . import bench_model
+
+        return bench_model.run_command(args)
     if args.minutes <= 0 or args.replay < 10:
         raise UsageError("--minutes must be > 0 and --replay at least 10")
     r = run_firmware_bench(args.minutes, args.replay)
@@ -305,12 +312,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
-        help="benchmarks (firmware, ingest)",
+        help="benchmarks (firmware, ingest, model)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # ingest and model benchmarks arrive with the gateway and the model
-    p.add_argument("what", choices=["firmware", "ingest"], help="what to measure")
+    p.add_argument("what", choices=["firmware", "ingest", "model"], help="what to measure")
     p.add_argument("--minutes", type=float, default=10.0, help="soak duration (default 10)")
     p.add_argument(
         "--replay",
@@ -322,4 +328,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from .bench_ingest import add_arguments as add_ingest_arguments
 
     add_ingest_arguments(p)  # humigraph bench ingest: see bench_ingest.py
+    from .bench_model import add_arguments as add_model_arguments
+
+    add_model_arguments(p)  # humigraph bench model: see bench_model.py
     p.set_defaults(func=_cmd_bench)

@@ -148,3 +148,21 @@ def test_evaluate_cli_prints_the_design_keys(capsys: pytest.CaptureFixture[str])
     assert set(res["occupancy"]) >= {"balanced_accuracy", "f1", "base_rate"}
     assert res["ventilation"] is not None
     assert 0 <= res["adjacency_auc"] <= 1  # world data has the true coupling graph
+
+
+def test_bench_model_times_int8_and_float_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from humigraph.cli import main
+
+    assert main(["bench", "model", "--model", str(INT8), "--rounds", "2", "--runs", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "INT8/float" in text and "machine:" in text
+    assert main(["bench", "model", "--rounds", "1", "--runs", "20", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["baseline"].endswith("humigraph-fp32.tflite") and r["runs_per_round"] == 20
+    (row,) = r["rounds"]
+    assert row["int8_ms"] > 0 and row["fp32_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["int8_ms"] / row["fp32_ms"], abs=1e-3)
+    assert r["delegate"]["fp32"] == {}  # XNNPACK takes the whole float graph
+    assert main(["bench", "model", "--runs", "5"]) == 2
+    assert "--runs >= 10" in capsys.readouterr().err

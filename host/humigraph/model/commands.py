@@ -398,7 +398,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .arch import load_model
-    from .quantize import check_int8, convert, latency_ms, model_id
+    from .quantize import check_int8, convert, latency_side_by_side, model_id
     from .report import fixed_parity, parity, run_model, task_metrics, write_markdown, write_plots
     from .train import limit_threads
 
@@ -469,7 +469,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             row[kind]["data"] = f"{spec} (held-out recordings)"
         held_out_eval[spec] = row
     x0, m0 = ev.x[:1], ev.node_mask[:1]
-    lat = {"int8": latency_ms(int8, x0, m0), "fp32": latency_ms(fp32, x0, m0)}
+    lat = latency_side_by_side({"int8": int8, "fp32": fp32}, x0, m0)
     op_counts: dict[str, dict[str, Any]] = {}
     for op in ops:
         d = op_counts.setdefault(op["op"], {"count": 0, "dtype": "/".join(op["outputs"])})

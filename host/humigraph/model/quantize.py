@@ -30,6 +30,7 @@ __all__ = [
     "delegation",
     "fp32_path_for",
     "latency_ms",
+    "latency_side_by_side",
     "list_ops",
 ]
 
@@ -152,10 +153,8 @@ def model_id(path: Path, name: str = "humigraph") -> str:
     return f"{name}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}"
 
 
-def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> dict[str, float]:
-    """Single-thread latency of one site window (raw interpreter invoke, inputs already typed)."""
-    it = _interpreter(path, threads=1)
-    runner = it.get_signature_runner()
+def _feed(runner: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The inputs typed (and for an int8 model quantized) once, outside the timed loop."""
     feed = {}
     for name, a in (("x", x), ("node_mask", mask)):
         d = runner.get_input_details()[name]
@@ -167,21 +166,47 @@ def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> 
             )
             a = np.clip(np.round(a / scale) + zp, -128, 127)
         feed[name] = np.asarray(a, dtype=dt).reshape(d["shape"])
+    return feed
+
+
+def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> dict[str, Any]:
+    """Single-thread latency of one site window (raw interpreter invoke, inputs already typed)."""
+    return latency_side_by_side({"model": path}, x, mask, runs=runs)["model"]
+
+
+def latency_side_by_side(
+    paths: dict[str, Path], x: np.ndarray, mask: np.ndarray, runs: int = 1000
+) -> dict[str, dict[str, Any]]:
+    """Single-thread latency of each model on the same site window, the models' calls
+    interleaved (A B B A ...) so that the machine's drift (other jobs, clock changes) lands on
+    all of them alike; measured one after the other, two runs of one model differed by 17 %."""
+    runners, feeds, its = {}, {}, {}
+    for name, path in paths.items():
+        its[name] = _interpreter(path, threads=1)
+        runners[name] = its[name].get_signature_runner()
+        feeds[name] = _feed(runners[name], x, mask)
+    names = list(paths)
     for _ in range(20):
-        runner(**feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        runner(**feed)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    return {
-        "median_ms": round(float(np.median(ms)), 4),
-        "p90_ms": round(float(np.percentile(ms, 90)), 4),
-        "runs": runs,
-        "threads": 1,
-        **delegation(it),
-    }
+        for name in names:
+            runners[name](**feeds[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(runs):
+        for name in names if r % 2 == 0 else reversed(names):
+            t0 = time.perf_counter()
+            runners[name](**feeds[name])
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name in names:
+        ms = np.array(times[name]) * 1e3
+        out[name] = {
+            "median_ms": round(float(np.median(ms)), 4),
+            "p90_ms": round(float(np.percentile(ms, 90)), 4),
+            "runs": runs,
+            "threads": 1,
+            "interleaved_with": [n for n in names if n != name],
+            **delegation(its[name]),
+        }
+    return out
 
 
 def delegation(it: Any) -> dict[str, Any]:

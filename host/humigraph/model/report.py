@@ -473,6 +473,13 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
             f"| {f.get('name', '?')} | {f.get('bytes', '?')} | {_fmt(lat.get('median_ms'))} "
             f"| {lat.get('delegate_partitions', 'n/a')} | {left or 'none'} |"
         )
+    runs = m.get("latency", {}).get("int8", {}).get("runs")
+    if m.get("latency", {}).get("int8", {}).get("interleaved_with"):
+        lines += [
+            "",
+            f"Latency: one site window, {runs} calls of each model interleaved (INT8, float32, "
+            "float32, INT8, ...), so that load on the machine falls on both alike.",
+        ]
     ev = m.get("evaluation", {})
     lines += ["", f"Evaluation data: {ev.get('data', 'n/a')} ({ev.get('windows', 0)} windows).", ""]
     lines += _evaluate_section(m.get("evaluate") or {})
