@@ -35,8 +35,8 @@ def _window(model: Path) -> tuple[np.ndarray, np.ndarray]:
 def run_model_bench(
     model: Path, float_model: Path, *, rounds: int = 5, runs: int = 1000
 ) -> dict[str, Any]:
-    """``rounds`` rounds of :func:`humigraph.model.quantize.latency_side_by_side`."""
-    from .model.quantize import latency_side_by_side
+    """``rounds`` rounds of :func:`humigraph.model.latency.latency_side_by_side`."""
+    from .model.latency import latency_side_by_side
 
     for p in (model, float_model):
         if not Path(p).is_file():
@@ -92,7 +92,7 @@ def table(r: dict[str, Any]) -> str:
 def run_command(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.runs < 10:
         raise UsageError("bench model: --rounds must be >= 1 and --runs >= 10")
-    from .model.quantize import fp32_path_for
+    from .model.card import fp32_path_for
 
     model = Path(args.model)
     float_model = Path(args.float_model) if args.float_model else fp32_path_for(model)

@@ -85,6 +85,10 @@ def test_runtime_does_not_import_tensorflow() -> None:
         " node_mask=np.ones(c.input_shapes['node_mask'], np.float32))\n"
         "assert rt.backend == 'ai_edge_litert', rt.backend\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        # humigraph bench model runs where only a TFLite runtime is installed (a Jetson)
+        "from humigraph.bench_model import run_model_bench\n"
+        f"run_model_bench({str(INT8)!r}, {str(FP32)!r}, rounds=1, runs=10)\n"
+        "assert 'tensorflow' not in sys.modules, 'bench model imported tensorflow'\n"
         "print('ok', sorted(out))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

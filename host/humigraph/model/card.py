@@ -224,3 +224,11 @@ def load_card(model_path: Path | str) -> ModelCard:
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot read the model card: {e}") from None
     return ModelCard.from_json(d, where=str(path))
+
+
+def fp32_path_for(out: Path) -> Path:
+    """``humigraph-int8.tflite`` -> ``humigraph-fp32.tflite``; any other name gets ``-fp32``."""
+    out = Path(out)
+    if "int8" in out.stem:
+        return out.with_name(out.stem.replace("int8", "fp32") + out.suffix)
+    return out.with_name(out.stem + "-fp32" + out.suffix)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ import numpy as np
 from ..errors import ModelError
 from ..runtime import list_ops
 from .arch import load_model, tf
+from .card import fp32_path_for
 from .data_types import Windows
+from .latency import _interpreter, delegation, latency_ms, latency_side_by_side
 
 __all__ = [
     "MIN_CALIBRATION",
@@ -40,24 +41,6 @@ MIN_CALIBRATION = 200
 
 # ops whose float output is part of int8 plumbing, not float compute
 _PLUMBING = {"QUANTIZE"}
-
-
-def fp32_path_for(out: Path) -> Path:
-    """``humigraph-int8.tflite`` -> ``humigraph-fp32.tflite``; any other name gets ``-fp32``."""
-    out = Path(out)
-    if "int8" in out.stem:
-        return out.with_name(out.stem.replace("int8", "fp32") + out.suffix)
-    return out.with_name(out.stem + "-fp32" + out.suffix)
-
-
-def _interpreter(path: Path, threads: int = 1, allocate: bool = True) -> Any:
-    from ..runtime import interpreter_class
-
-    cls, _ = interpreter_class()
-    it = cls(model_path=str(path), num_threads=threads)
-    if allocate:
-        it.allocate_tensors()
-    return it
 
 
 def check_int8(path: Path) -> list[dict[str, Any]]:
@@ -151,81 +134,3 @@ def convert(
 def model_id(path: Path, name: str = "humigraph") -> str:
     """A stable id from the file's bytes: the same model always has the same id."""
     return f"{name}-{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}"
-
-
-def _feed(runner: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The inputs typed (and for an int8 model quantized) once, outside the timed loop."""
-    feed = {}
-    for name, a in (("x", x), ("node_mask", mask)):
-        d = runner.get_input_details()[name]
-        dt = np.dtype(d["dtype"])
-        if dt.kind == "i":
-            scale, zp = (
-                d["quantization_parameters"]["scales"][0],
-                d["quantization_parameters"]["zero_points"][0],
-            )
-            a = np.clip(np.round(a / scale) + zp, -128, 127)
-        feed[name] = np.asarray(a, dtype=dt).reshape(d["shape"])
-    return feed
-
-
-def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> dict[str, Any]:
-    """Single-thread latency of one site window (raw interpreter invoke, inputs already typed)."""
-    return latency_side_by_side({"model": path}, x, mask, runs=runs)["model"]
-
-
-def latency_side_by_side(
-    paths: dict[str, Path], x: np.ndarray, mask: np.ndarray, runs: int = 1000
-) -> dict[str, dict[str, Any]]:
-    """Single-thread latency of each model on the same site window, the models' calls
-    interleaved (A B B A ...) so that the machine's drift (other jobs, clock changes) lands on
-    all of them alike; measured one after the other, two runs of one model differed by 17 %."""
-    runners, feeds, its = {}, {}, {}
-    for name, path in paths.items():
-        its[name] = _interpreter(path, threads=1)
-        runners[name] = its[name].get_signature_runner()
-        feeds[name] = _feed(runners[name], x, mask)
-    names = list(paths)
-    for _ in range(20):
-        for name in names:
-            runners[name](**feeds[name])
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(runs):
-        for name in names if r % 2 == 0 else reversed(names):
-            t0 = time.perf_counter()
-            runners[name](**feeds[name])
-            times[name].append(time.perf_counter() - t0)
-    out = {}
-    for name in names:
-        ms = np.array(times[name]) * 1e3
-        out[name] = {
-            "median_ms": round(float(np.median(ms)), 4),
-            "p90_ms": round(float(np.percentile(ms, 90)), 4),
-            "runs": runs,
-            "threads": 1,
-            "interleaved_with": [n for n in names if n != name],
-            **delegation(its[name]),
-        }
-    return out
-
-
-def delegation(it: Any) -> dict[str, Any]:
-    """How the default delegate (XNNPACK) split the graph: its partitions and, by op type, the
-    ops left to TFLite's own kernels at their borders, where an int8 model loses time on x86.
-    Empty when the interpreter does not expose its execution plan."""
-    try:
-        ops = it._get_ops_details()  # the interpreter's nodes, delegate kernels included
-    except Exception:  # noqa: BLE001 - a private API; older runtimes lack it
-        return {}
-    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
-    fed = {int(i) for o in kernels for i in o["inputs"]}
-    made = {int(i) for o in kernels for i in o["outputs"]}
-    final = {int(d["index"]) for d in it.get_output_details()}
-    outside: dict[str, int] = {}
-    for o in ops:
-        outs = {int(i) for i in o["outputs"]}
-        # a node the delegate took either makes one of its outputs or feeds only its own kind;
-        # a node left outside makes a tensor a delegate reads, or a model output, itself
-        if o["op_name"] != "DELEGATE" and not outs & made and outs & (fed | final):
-            outside[o["op_name"]] = outside.get(o["op_name"], 0) + 1
-    return {"delegate_partitions": len(kernels), "outside_delegate": dict(sorted(outside.items()))}
