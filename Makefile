@@ -77,7 +77,7 @@ console: setup
 	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/humigraph console --port $(PORT)
 
-# make bench [BENCH=firmware|ingest]
+# make bench [BENCH=firmware|ingest|model]
 BENCH ?= firmware
 bench: setup
 	$(BIN)/humigraph bench $(BENCH)

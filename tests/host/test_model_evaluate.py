@@ -153,11 +153,11 @@ def test_evaluate_fits_the_baselines_on_the_training_side_when_given(tiny: Path)
     held_out = [ramp("a", 0.015), ramp("b", -0.015)]
     fitted = evaluate(tiny, held_out, baseline_train=train, seed=1)
     crossed = evaluate(tiny, held_out, seed=1)
-    assert fitted["baselines_fitted_on"] == "training split (4 recording(s))"
+    assert fitted["baselines_fitted_on"] == "fitted on the training split (4 recording(s))"
     assert crossed["baselines_fitted_on"].startswith("cross-fitted")
     f, c = fitted["forecast"]["900"]["t"], crossed["forecast"]["900"]["t"]
     assert f["ridge"] < 0.2 * f["persistence"] < c["ridge"]
-    assert "ridge and GBT fitted on: training split" in format_table(fitted)
+    assert "ridge and GBT baselines fitted on the training split" in format_table(fitted)
 
 
 def test_evaluate_without_ground_truth_gives_nulls(tiny: Path) -> None:

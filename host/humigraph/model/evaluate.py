@@ -335,7 +335,7 @@ def evaluate(
     fitted_on = None
     if baselines and baseline_train:
         ridge, gbt = _fit_on_training(baseline_train, clean, card, seed)
-        fitted_on = f"training split ({len(baseline_train)} recording(s))"
+        fitted_on = f"fitted on the training split ({len(baseline_train)} recording(s))"
     elif baselines:
         ridge, gbt = _cross_fit(recs, clean, card, seed)
         fitted_on = "cross-fitted on the evaluated recordings (two folds)"
@@ -519,7 +519,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"adjacency AUC: {_fmt(result.get('adjacency_auc'))}")
     if result.get("baselines_fitted_on"):
-        lines.append(f"ridge and GBT fitted on: {result['baselines_fitted_on']}")
+        lines.append(f"ridge and GBT baselines {result['baselines_fitted_on']}")
     return "\n".join(lines)
 
 

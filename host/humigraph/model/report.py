@@ -403,7 +403,9 @@ def _evaluate_section(ev: dict[str, Any]) -> list[str]:
     for spec, row in ev.items():
         q, f = row.get("int8") or {}, row.get("fp32") or {}
         lines += [f"## Held out: {q.get('data', spec)}", "",
-                  f"{q.get('windows')} clean windows, {q.get('recordings')} recording(s).", "",
+                  f"{q.get('windows')} clean windows, {q.get('recordings')} recording(s)"
+                  + (f"; ridge and GBT {q['baselines_fitted_on']}."
+                     if q.get("baselines_fitted_on") else "."), "",
                   "| horizon | target | INT8 MAE | float MAE | persistence | INT8 / persistence "
                   "| linear | ridge |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for h, entry in (q.get("forecast") or {}).items():
