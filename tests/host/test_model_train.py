@@ -273,10 +273,12 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     assert set(m["parity"]) == {"forecast", "fault", "insight", "adjacency", "router"}
     assert all(v["mae"] >= 0 and v["max"] >= v["mae"] for v in m["parity"].values())
     assert m["latency"]["int8"]["median_ms"] > 0 and m["latency"]["fp32"]["median_ms"] > 0
-    # XNNPACK takes the whole float graph; int8 BATCH_MATMUL and SOFTMAX stay with TFLite's own
-    # kernels (the reason the int8 model is not faster on x86), and the report says so
+    # XNNPACK takes the whole float graph; of the int8 one it leaves the SOFTMAXes and the
+    # messages' BATCH_MATMUL (whose second operand has a zero point; the keys' is tanh-bounded,
+    # so XNNPACK takes that one) to TFLite's own kernels, and the report says so
     assert m["latency"]["fp32"]["outside_delegate"] == {}
-    assert set(m["latency"]["int8"]["outside_delegate"]) == {"BATCH_MATMUL", "SOFTMAX"}
+    assert m["latency"]["int8"]["outside_delegate"].get("SOFTMAX") == 2
+    assert m["latency"]["int8"]["outside_delegate"].get("BATCH_MATMUL", 0) <= 1
     assert m["latency"]["int8"]["delegate_partitions"] >= 1
     assert m["ops_list"] == [f"{o['op']}:{'/'.join(o['outputs'])}" for o in list_ops(out)]
     (held_out,) = m["evaluate"].values()

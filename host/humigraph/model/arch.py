@@ -8,9 +8,9 @@ One forward pass sees a whole site window ``x [B, nodes, history, F]`` and ``nod
    that repeat the last one exactly, the mean and peak range of reads within a step) rides along:
    stuck, noisy and spiky sensors differ mostly there.
 2. *adaptive adjacency*: ``softmax(sim + relu(E·Eᵀ))`` over the other real nodes, where ``sim`` is a
-   scaled dot product of keys computed from each node's state and recent changes (feature
-   similarity: it generalizes across sites) and ``E`` a small per-slot embedding (it can only learn
-   a site's layout when fine-tuned on that site). Sparsified by a threshold and masked: padding,
+   scaled dot product of queries and tanh-bounded keys computed from each node's state and
+   recent changes (feature similarity: it generalizes across sites) and ``E`` a small per-slot
+   embedding (it can only learn a site's layout when fine-tuned on that site). Sparsified by a threshold and masked: padding,
    the diagonal and entries under ``threshold`` are exactly 0.
 3. *router*: per node a softmax over (own history, neighbour aggregation) mixes two forecast paths,
    so a node whose own history looks wrong is forecast from its neighbours.
@@ -215,7 +215,10 @@ class SiteModel(tf.Module):
         changes = tf.reshape(pooled_first[:, :, :, 2:4], [-1, n, (h // arch.pools[0]) * 2])
         kin = tf.concat([state, changes], axis=-1)
         q = self._dense("query", kin)
-        kk = self._dense("keyp", kin)
+        # keys through TANH: its int8 output is fixed at zero point 0, and XNNPACK runs an int8
+        # BATCH_MATMUL only when the second operand is symmetric like that (else TFLite's own
+        # kernel runs it, outside the delegated graph)
+        kk = tf.tanh(self._dense("keyp", kin))
         sim = tf.matmul(q, kk, transpose_b=True) * (1.0 / float(np.sqrt(arch.key)))
         if shifted is None:
             static = tf.nn.relu(tf.matmul(self.embed, self.embed, transpose_b=True))
