@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["delegation", "latency_ms", "latency_side_by_side"]
+__all__ = ["delegation", "latency_side_by_side"]
 
 
 def _interpreter(path: Path, threads: int = 1, allocate: bool = True) -> Any:
@@ -36,11 +36,6 @@ def _feed(runner: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]
             a = np.clip(np.round(a / scale) + zp, -128, 127)
         feed[name] = np.asarray(a, dtype=dt).reshape(d["shape"])
     return feed
-
-
-def latency_ms(path: Path, x: np.ndarray, mask: np.ndarray, runs: int = 300) -> dict[str, Any]:
-    """Single-thread latency of one site window (raw interpreter invoke, inputs already typed)."""
-    return latency_side_by_side({"model": path}, x, mask, runs=runs)["model"]
 
 
 def latency_side_by_side(

@@ -22,7 +22,7 @@ from ..runtime import list_ops
 from .arch import load_model, tf
 from .card import fp32_path_for
 from .data_types import Windows
-from .latency import _interpreter, delegation, latency_ms, latency_side_by_side
+from .latency import _interpreter, delegation, latency_side_by_side
 
 __all__ = [
     "MIN_CALIBRATION",
@@ -30,7 +30,6 @@ __all__ = [
     "convert",
     "delegation",
     "fp32_path_for",
-    "latency_ms",
     "latency_side_by_side",
     "list_ops",
 ]
