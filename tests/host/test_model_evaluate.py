@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from humigraph.errors import ModelError
+from humigraph.errors import ModelError, UsageError
 from humigraph.model.baselines import (
     baseline_report,
     fit_baselines,
@@ -28,6 +28,7 @@ from humigraph.model.evaluate import (
     format_table,
     macro_f1,
     per_class_scores,
+    poisson_rate_upper,
     print_table,
     roc_auc,
 )
@@ -227,6 +228,32 @@ def test_choose_fault_threshold_meets_the_goal_on_every_source_then_best_f1() ->
     assert choose_fault_threshold(sweep, goal=1.0) == 0.7
     assert choose_fault_threshold(sweep, goal=6.0) is None  # argmax already meets it
     assert choose_fault_threshold(sweep, goal=0.01) == 0.9  # none does: the fewest alarms
+
+
+def test_poisson_rate_upper_is_garwoods_bound() -> None:
+    # 0.5 * chi2.ppf(c, 2 (k + 1)) / T, from scipy, for a few (k, T, c)
+    cases = [(0, 6.0, 0.8, 0.26824), (3, 6.0, 0.8, 0.91918), (50, 100.0, 0.8, 0.56891),
+             (1000, 100.0, 0.8, 10.27534), (3, 6.0, 0.95, 1.29227)]  # fmt: skip
+    for k, days, conf, want in cases:
+        assert poisson_rate_upper(k, days, conf) == pytest.approx(want, rel=1e-4)
+    assert poisson_rate_upper(2, 0.0, 0.8) == math.inf
+    with pytest.raises(UsageError, match="confidence"):
+        poisson_rate_upper(2, 5.0, 1.0)
+
+
+def test_choose_fault_threshold_with_confidence_asks_more_of_a_briefly_seen_source() -> None:
+    # 4 alarms in 6 node-days may well be a rate over 1 (bound 1.12), 50 in 100 hardly (0.57);
+    # at 0.9 the briefly seen source has 1 alarm (bound 0.50)
+    def row(thr: float | None, f1: float, episodes: list[int], days: list[float]) -> dict:
+        return {"threshold": thr, "macro_f1": [f1, f1],
+                "false_alarms_per_node_day": [k / d for k, d in zip(episodes, days, strict=True)],
+                "false_alarm_episodes": episodes, "node_days": days}  # fmt: skip
+
+    long = [row(0.8, 0.9, [50, 50], [100.0, 100.0]), row(0.9, 0.8, [10, 10], [100.0, 100.0])]
+    assert choose_fault_threshold(long, goal=1.0, confidence=0.8) == 0.8
+    short = [row(0.8, 0.9, [50, 4], [100.0, 6.0]), row(0.9, 0.8, [10, 1], [100.0, 6.0])]
+    assert choose_fault_threshold(short, goal=1.0) == 0.8  # the plain rate passes both
+    assert choose_fault_threshold(short, goal=1.0, confidence=0.8) == 0.9
 
 
 def test_evaluate_scores_the_cards_rule_and_the_sweep_matches_it(tiny: Path, tmp_path) -> None:

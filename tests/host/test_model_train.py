@@ -229,8 +229,9 @@ def test_quantize_fault_threshold_option(tmp_path: Path) -> None:
     for bad in ("1.5", "high"):
         with pytest.raises(UsageError, match="--fault-threshold"):
             pick(bad)
-    with pytest.raises(UsageError, match="--false-alarm-margin must be >= 1"):
-        pick("auto", "--false-alarm-margin", "0.5")
+    for bad in ("0", "1", "80"):
+        with pytest.raises(UsageError, match="--false-alarm-confidence must be between 0 and 1"):
+            pick("auto", "--false-alarm-confidence", bad)
 
 
 def test_quantize_command_writes_models_cards_report_and_plots(
@@ -288,6 +289,11 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     ft = m["fault_threshold"]
     assert ft["chosen"] == card.fault_threshold == card_f.fault_threshold
     assert [r["threshold"] for r in ft["training_sweep"]][0] is None
+    assert ft["confidence"] == 0.8
+    for row in ft["training_sweep"]:  # the rates the rule was chosen on, and what they count
+        for k, days, rate in zip(row["false_alarm_episodes"], row["node_days"],
+                                 row["false_alarms_per_node_day"], strict=True):  # fmt: skip
+            assert days > 0 and rate == pytest.approx(k / days, rel=1e-3)
     assert held_out["int8"]["faults"]["fault_threshold"] == card.fault_threshold
     for name in m["plots"].values():
         assert (tmp_path / name).stat().st_size > 1000

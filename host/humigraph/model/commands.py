@@ -88,19 +88,19 @@ def register(subparsers: Any) -> None:
         default="auto",
         metavar="auto|none|P",
         help="fault decision stored in the card: 'ok' unless 1 - p(ok) > P; 'auto' (default) "
-        "picks P on the training recordings (at most --false-alarm-goal / --false-alarm-margin "
-        "false alarms per node-day on each source, best macro-F1); 'none' = the most probable "
-        "class",
+        "picks P on the training recordings (best macro-F1 among the P that keep every "
+        "source under --false-alarm-goal with --false-alarm-confidence); 'none' = the most "
+        "probable class",
     )
     q.add_argument(
         "--false-alarm-goal", type=float, default=1.0, help="per node-day, for auto (1.0)"
     )
     q.add_argument(
-        "--false-alarm-margin",
+        "--false-alarm-confidence",
         type=float,
-        default=2.0,
-        help="auto aims this many times under the goal on the training recordings, so the rule "
-        "still meets it on recordings it has not seen (2.0)",
+        default=0.8,
+        help="auto keeps the upper confidence bound of each source's false-alarm rate under the "
+        "goal: a source seen for a few node-days must stay well under it (0.8)",
     )
     _data_options(q)
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -500,6 +500,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "fault_threshold": {
             "chosen": threshold,
             "goal": args.false_alarm_goal,
+            "confidence": args.false_alarm_confidence,
             "training_sweep": sweep,
         },  # fmt: skip
     }
@@ -548,8 +549,11 @@ def _fault_threshold(
         return thr, None
     from .evaluate import choose_fault_threshold, fault_threshold_sweep
 
-    if not args.false_alarm_margin >= 1.0:
-        raise UsageError(f"--false-alarm-margin must be >= 1, got {args.false_alarm_margin}")
+    if not 0.0 < args.false_alarm_confidence < 1.0:
+        raise UsageError(
+            f"--false-alarm-confidence must be between 0 and 1 (exclusive), got "
+            f"{args.false_alarm_confidence}; 0.8 is the default"
+        )
     sets = [s for s in train_sets if s]
     if not sets:
         return None, None
@@ -557,10 +561,10 @@ def _fault_threshold(
     sweep = fault_threshold_sweep(
         int8, sets, max_windows=args.eval_windows, fault_rate=args.fault_rate, seed=11
     )
-    thr = choose_fault_threshold(sweep, args.false_alarm_goal / args.false_alarm_margin)
+    thr = choose_fault_threshold(sweep, args.false_alarm_goal, args.false_alarm_confidence)
     for row in sweep:
-        echo(f"  threshold {row['threshold']}: macro-F1 {row['macro_f1']}, false alarms per "
-             f"node-day {row['false_alarms_per_node_day']}")  # fmt: skip
+        echo(f"  threshold {row['threshold']}: macro-F1 {row['macro_f1']}, false alarms "
+             f"{row['false_alarm_episodes']} in {row['node_days']} node-days")  # fmt: skip
     echo(f"fault rule: {'most probable class' if thr is None else f'ok unless p(fault) > {thr}'}")
     return thr, sweep
 
