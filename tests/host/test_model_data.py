@@ -19,6 +19,7 @@ from humigraph.model.data import (
     split,
 )
 from humigraph.model.features import window
+from humigraph.model.inject import SPIKE_MEMORY_S
 
 ROOM_CLIMATE = Path(__file__).resolve().parents[3] / "shared" / "data" / "room-climate-A"
 T0 = 1_764_374_400.0  # a multiple of 60
@@ -247,7 +248,12 @@ def test_injection_labels_exactly_where_values_changed() -> None:
         inj = next(d for d in out.meta["injected"] if d["node"] == out.nodes[i])
         assert FAULT_CLASSES[int(out.faults[i][1][labelled][0])] == inj["kind"]
         stretch = (rec.ts[i] >= inj["onset"]) & (rec.ts[i] < inj["end"])
-        assert np.array_equal(stretch, labelled)
+        if inj["kind"] == "spike":  # labelled from its first spike to a window after its last
+            spikes = rec.ts[i][np.abs(out.t[i] - rec.t[i]) + np.abs(out.rh[i] - rec.rh[i]) > 1]
+            shown = (rec.ts[i] >= spikes.min()) & (rec.ts[i] < spikes.max() + SPIKE_MEMORY_S)
+            assert np.array_equal(shown, labelled) and not np.array_equal(stretch, labelled)
+        else:
+            assert np.array_equal(stretch, labelled)
         assert changed[stretch].mean() > (0.004 if inj["kind"] == "spike" else 0.2)
         # the reference keeps the healthy readings
         np.testing.assert_array_equal(out.truth_t[i], rec.t[i])

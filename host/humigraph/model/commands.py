@@ -220,7 +220,11 @@ def windows_for(
 
     if not recs:
         return None, []
-    injected = data.inject_faults(recs, rate=fault_rate, seed=seed) if fault_rate > 0 else recs
+    injected = (
+        data.inject_faults(recs, rate=fault_rate, seed=seed, spike_memory_s=card.window_s)
+        if fault_rate > 0
+        else recs
+    )
     w = data.make_windows(
         injected, card, stride_steps=_stride(spec, stride), max_windows=max_windows, seed=seed
     )

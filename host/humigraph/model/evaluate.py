@@ -351,7 +351,7 @@ def evaluate(
         if recs[int(ri)].adjacency is not None:
             adj_sum[int(ri)] = out["adjacency"][clean.rec == ri].mean(axis=0)
 
-    faulty_recs = inject_faults(recs, rate=fault_rate, seed=seed)
+    faulty_recs = inject_faults(recs, rate=fault_rate, seed=seed, spike_memory_s=card.window_s)
     faulty = make_windows(
         faulty_recs, card, stride_steps=stride, max_windows=max_windows, seed=seed
     )
@@ -424,8 +424,10 @@ def fault_threshold_sweep(
             continue
         stride = max(1, math.ceil(total / max_windows))
         clean = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
-        faulty = make_windows(inject_faults(recs, rate=fault_rate, seed=seed), card,
-                              stride_steps=stride, max_windows=max_windows, seed=seed)  # fmt: skip
+        injected = inject_faults(recs, rate=fault_rate, seed=seed, spike_memory_s=card.window_s)
+        faulty = make_windows(
+            injected, card, stride_steps=stride, max_windows=max_windows, seed=seed
+        )
         p_clean = _run(rt, clean, ("fault",))["fault"]
         p_faulty = _run(rt, faulty, ("fault",))["fault"]
         per_set.append((clean, p_clean, faulty, p_faulty, stride))

@@ -24,6 +24,7 @@ MIN_FAULT_S = 10 * 60.0
 
 # magnitudes (°C, %RH); see docs/model-data.md
 SPIKES_PER_MIN = 0.15  # a 32-minute window of a spiking sensor shows ~5 spikes
+SPIKE_MEMORY_S = 32 * 60.0  # the model's window: how long a spike keeps its label (see _apply)
 SPIKE_T = (5.0, 15.0)
 SPIKE_RH = (15.0, 45.0)
 DRIFT_T = (0.5, 2.0)  # offset reached at the end of the stretch
@@ -63,6 +64,7 @@ def inject_faults(
     rate: float,
     seed: int,
     kinds: Sequence[str] = INJECTED_KINDS,
+    spike_memory_s: float = SPIKE_MEMORY_S,
 ) -> list[Recording]:
     """Copies of ``recs`` where about ``rate`` of each node's 6-hour segments (every node of a
     short recording: one segment) hold one fault, labelled in ``faults``; a recording's faults
@@ -72,16 +74,24 @@ def inject_faults(
     ``truth_rh``), so forecast targets stay those of the healthy sensor. Labels already present
     (a world's) are kept outside the injected stretches. Each recording's faults depend only on
     ``seed`` and its name. The injections are listed in ``rec.meta["injected"]``.
+
+    Labels cover the stretch, except for spikes: those are labelled from the stretch's first
+    spike until ``spike_memory_s`` (pass the model's window, ``card.window_s``) after its last,
+    i.e. while a window ending there shows one of them.
     """
     if not 0.0 <= rate <= 1.0:
         raise UsageError(f"fault rate must be between 0 and 1, got {rate}")
     unknown = [k for k in kinds if k not in INJECTED_KINDS]
     if unknown or not kinds:
         raise UsageError(f"fault kinds {unknown or '[]'}: use some of {', '.join(INJECTED_KINDS)}")
-    return [_inject_one(r, rate, seed, tuple(kinds)) for r in recs]
+    if not spike_memory_s > 0:
+        raise UsageError(f"spike_memory_s must be > 0, got {spike_memory_s}")
+    return [_inject_one(r, rate, seed, tuple(kinds), spike_memory_s) for r in recs]
 
 
-def _inject_one(rec: Recording, rate: float, seed: int, kinds: tuple[str, ...]) -> Recording:
+def _inject_one(
+    rec: Recording, rate: float, seed: int, kinds: tuple[str, ...], spike_memory_s: float
+) -> Recording:
     out = rec.copy()
     rng = np.random.default_rng(name_seed(seed, rec.name))
     if out.truth_t is None or out.truth_rh is None:
@@ -110,7 +120,7 @@ def _inject_one(rec: Recording, rate: float, seed: int, kinds: tuple[str, ...]) 
             dur = min(length, max(MIN_FAULT_S, frac * length))
             onset = s0 + where * (length - dur)
             kind = order[len(done) % len(order)]
-            if _apply(out, i, kind, onset, onset + dur, sub):
+            if _apply(out, i, kind, onset, onset + dur, sub, spike_memory_s):
                 done.append(Injection(node, kind, float(onset), float(onset + dur)))
     out.meta["injected"] = [vars(d) for d in done]
     out.meta["inject_seed"] = seed
@@ -119,7 +129,13 @@ def _inject_one(rec: Recording, rate: float, seed: int, kinds: tuple[str, ...]) 
 
 
 def _apply(
-    rec: Recording, i: int, kind: str, t0: float, t1: float, rng: np.random.Generator
+    rec: Recording,
+    i: int,
+    kind: str,
+    t0: float,
+    t1: float,
+    rng: np.random.Generator,
+    spike_memory_s: float,
 ) -> bool:
     """Applies one fault to node ``i`` and labels it; False when the stretch has nothing to
     change (no read in it)."""
@@ -130,6 +146,7 @@ def _apply(
     res_t, res_rh = _resolution(t), _resolution(rh)
     good = on & ok & np.isfinite(t) & np.isfinite(rh)
     sign = rng.choice([-1.0, 1.0])
+    spikes = None  # the spiking reads' indices
     if kind == "stuck":
         before = np.flatnonzero(ok & np.isfinite(t) & (ts <= t0))
         first = before[-1] if len(before) else np.flatnonzero(good)[0] if good.any() else None
@@ -151,6 +168,7 @@ def _apply(
         rh[idx] = np.where(
             which != 0, _quantize(np.clip(rh[idx] + drh, 0, RH_MAX), res_rh), rh[idx]
         )
+        spikes = idx
     elif kind == "drift":
         frac = (ts[good] - t0) / max(t1 - t0, 1.0)
         end_t = sign * rng.uniform(*DRIFT_T)
@@ -174,6 +192,14 @@ def _apply(
         lab = np.clip(label_at(lab_ts, lab, ts), 0, None)
         lab_ts = ts.copy()
     lab = lab.copy()
-    lab[on] = fault_index(kind)
+    if spikes is not None and len(spikes):
+        # A spiking sensor looks healthy between spikes: before the stretch's first spike no
+        # window can tell, and after the stretch a window still shows its last spikes. Label what
+        # a window shows (de Bruijn et al. label the spike samples themselves); labelling the
+        # whole stretch asked the model to guess when an injected stretch ends.
+        shown = (ts >= ts[spikes].min()) & (ts < ts[spikes].max() + spike_memory_s)
+        lab[shown & ((lab == 0) | on)] = fault_index(kind)
+    else:
+        lab[on] = fault_index(kind)
     rec.faults[i] = (lab_ts, lab)  # type: ignore[index]
     return True
