@@ -193,7 +193,14 @@ def test_boards_are_listed_and_update_live_and_broker_loss_shows(
             "a card per board",
         )
         assert cards
-        assert card_text(browser, "living-1", ".t-value") == f"{22.0 + 0.05 * 39:.1f} °C"
+        # a live event can draw the cards from the device list before the readings' fetch
+        # returns ("– °C" for a moment): wait for the latest reading, do not sample the race
+        latest = f"{22.0 + 0.05 * 39:.1f} °C"
+        wait_until(
+            lambda: card_text(browser, "living-1", ".t-value") == latest,
+            10,
+            f"living-1's card to show its latest reading {latest}",
+        )
         assert card_text(browser, "kitchen-1", "[data-key=firmware] dd") == "0.9.1"
         # the history is drawn in both charts of every board
         assert browser.execute_script(
@@ -372,7 +379,9 @@ def test_several_sites_each_get_their_own_view(
         browser.find_elements("css selector", "#sites button")[1].click()
         wait_until(lambda: shown() == ["bench-1"], 5, "the lab's boards")
         assert browser.find_element("id", "site-name").text == "lab"
-        assert card_text(browser, "bench-1", ".t-value") == "19.5 °C"
+        wait_until(
+            lambda: card_text(browser, "bench-1", ".t-value") == "19.5 °C", 10, "bench-1's reading"
+        )
 
 
 def test_forecast_is_drawn_and_an_injected_fault_raises_an_alert(
