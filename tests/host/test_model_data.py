@@ -186,6 +186,39 @@ def test_world_spec_gives_truth_labels_and_graph() -> None:
     assert w.y_forecast[k, i, 1, 0] == pytest.approx(want, abs=1e-4)
 
 
+def test_world_spike_labels_say_what_a_window_shows(tmp_path: Path) -> None:
+    # world:5 with every sensor faulted gives kitchen-2 a spiking stretch of 80 minutes at 07:25;
+    # the simulator labels the stretch, the model's labels follow the spikes themselves
+    spike = FAULT_CLASSES.index("spike")
+    (r,) = load("world:5?days=1&rooms=3&faults=1&step=10&condensation=0")
+    i = r.nodes.index("kitchen-2")
+    ts, lab = r.faults[i]
+    onset, end = r.ts[i][0] + 26711.0, r.ts[i][0] + 26711.0 + 4817.0
+    bias = np.nanmedian(r.t[i] - r.truth_t[i])
+    jumped = ts[np.abs(r.t[i] - r.truth_t[i] - bias) > 3.0]
+    assert len(jumped) > 10 and onset <= jumped.min() and jumped.max() < end
+    want = (ts >= jumped.min()) & (ts < jumped.max() + SPIKE_MEMORY_S)
+    assert np.array_equal(lab == spike, want)
+    assert (lab[(ts >= end) & want] == spike).sum() > 150  # the last spikes, still in view
+    # a world export read back as CSV labels alike
+    from humigraph.world.export import export_csv
+
+    out = tmp_path / "w.csv"
+    export_csv(
+        out,
+        seed=5,
+        days=1,
+        rooms=3,
+        step=10,
+        fault_rate=1,
+        site_name="world5",
+        condensation_faults=False,
+    )
+    (c,) = load(f"csv:{out}")
+    cts, clab = c.faults[c.nodes.index("kitchen-2")]
+    assert np.array_equal(cts, ts) and np.array_equal(clab, lab)
+
+
 def test_world_days_split_and_options() -> None:
     recs = load("world:1-2?days=2&rooms=2&condensation=0", limit_days=1)
     assert [r.name for r in recs] == ["world:1/day0", "world:2/day0"]

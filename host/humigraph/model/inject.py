@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import UsageError
 from .data_types import Recording, fault_index, label_at, name_seed
 
-__all__ = ["INJECTED_KINDS", "Injection", "inject_faults"]
+__all__ = ["INJECTED_KINDS", "Injection", "inject_faults", "label_spikes_shown"]
 
 INJECTED_KINDS = ("stuck", "spike", "drift", "noise", "dropout")
 SEGMENT_S = 6 * 3600.0  # at most one fault per node per 6 h of recording
@@ -34,6 +34,27 @@ NOISE_RH = (1.0, 5.0)
 DROPOUT_BURST_S = 300.0
 DROPOUT_P = (0.9, 0.15)  # failure probability inside / outside a burst
 RH_MAX = 99.9
+
+
+def label_spikes_shown(
+    ts: np.ndarray, lab: np.ndarray, spike_read: np.ndarray, memory_s: float = SPIKE_MEMORY_S
+) -> np.ndarray:
+    """Spike labels that say what a window ending at each read shows: ``spike`` where a spiking
+    read lies in the last ``memory_s`` seconds (the model's window), where the label was ``ok``
+    or ``spike``; a read labelled ``spike`` with no spike that recent becomes ``ok``.
+
+    ``lab`` holds per-read FAULT_CLASSES indices over whole fault stretches (the world
+    simulator's labels); ``spike_read`` marks the reads that jumped. Other classes are kept."""
+    ts = np.asarray(ts, float)
+    lab = np.asarray(lab)
+    spike = fault_index("spike")
+    st = np.sort(ts[np.asarray(spike_read, bool)])
+    k = np.searchsorted(st, ts, side="right")
+    recent = (k > 0) & (ts - st[np.clip(k - 1, 0, None)] < memory_s) if len(st) else k < 0
+    out = lab.copy()
+    out[lab == spike] = 0
+    out[recent & ((lab == 0) | (lab == spike))] = spike
+    return out
 
 
 @dataclass(frozen=True)
