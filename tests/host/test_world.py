@@ -22,7 +22,7 @@ from humigraph.world.physics import (
     simulate,
 )
 from humigraph.world.sensors import MODELS, SensorUnit
-from humigraph.world.site import make_site
+from humigraph.world.site import DOOR_OPEN_SHARE, RHO_C, make_site
 from humigraph.world.source import DAY, ValueSource
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,6 +85,19 @@ def test_site_graph_is_consistent() -> None:
     adj = np.array(g["sensor_adjacency"])
     assert adj.shape == (len(site.sensors),) * 2
     assert np.allclose(adj, adj.T) and (np.diag(adj) == 1).all()
+    # rooms weigh by their walls and by how long their doors stand open
+    rooms = np.zeros((10, 10))
+    for w in site.walls:
+        rooms[w.a, w.b] += w.ua + RHO_C * w.leak
+    for d in site.doors:
+        rooms[d.a, d.b] += DOOR_OPEN_SHARE[d.habit] * RHO_C * d.airflow
+    rooms = (rooms + rooms.T) / (rooms + rooms.T).max()
+    at = {s.dev: (k, s.room) for k, s in enumerate(site.sensors)}
+    for a, ka in at.values():
+        for b, kb in at.values():
+            want = 1.0 if ka == kb else rooms[ka, kb]
+            assert adj[a, b] == pytest.approx(want, abs=1e-4)
+    assert {d.habit for d in site.doors} == {"open", "closed"}
     # every room is reachable through doors
     seen, todo = {0}, [0]
     while todo:
