@@ -139,6 +139,12 @@ def test_evaluate_world_returns_every_key(tiny: Path) -> None:
     assert set(f["per_class"]["stuck"]) == {"precision", "recall", "f1", "support"}
     assert sum(s["support"] for s in f["per_class"].values()) == f["node_windows"] > 0
     assert sum(s["support"] for k, s in f["per_class"].items() if k != "ok") > 0  # injected
+    after = f["after_start"]
+    assert after["minutes"] == [1, 3, 5, 10, 20]
+    for variant in ("one_board", "whole_site"):
+        assert all(0.0 <= r <= 1.0 for r in after[variant]["false_fault_rate"])
+        assert min(after[variant]["node_windows"]) > 0
+    assert "healthy boards called faulty after they start reading" in format_table(res)
     for name in ("occupancy", "ventilation"):
         assert {"balanced_accuracy", "f1", "base_rate"} <= set(res[name])
     assert res["adjacency_auc"] is not None and 0.0 <= res["adjacency_auc"] <= 1.0
@@ -191,6 +197,40 @@ def test_false_alarms_count_episodes_per_node_day() -> None:
     w.y_fault_mask[:, 0] = 1
     w.y_fault[:, 0] = FAULT_CLASSES.index("noise")
     assert _false_alarms(pred, w, card, stride=1) == 0.0
+
+
+def test_after_start_judges_the_boards_that_started_late_and_only_them() -> None:
+    from humigraph.model.evaluate import _after_start
+
+    card = ModelCard(fault_threshold=0.5)
+    w = make_windows([ramp("r", 0.01)], card)  # 2 healthy nodes
+    present = card.features.index("present")
+    seen: list[np.ndarray] = []
+
+    class Absent:
+        """Calls a node 'drift' when its first step has no read."""
+
+        def run(self, x: np.ndarray, node_mask: np.ndarray) -> dict[str, np.ndarray]:
+            seen.append(x[0, :2, :, present].copy())
+            p = np.zeros((1, card.nodes, len(card.fault_classes)))
+            late = x[0, :, 0, present] <= 0
+            p[0, :, 0] = np.where(late, 0.1, 0.9)
+            p[0, :, FAULT_CLASSES.index("drift")] = np.where(late, 0.9, 0.1)
+            return {"fault": p}
+
+    res = _after_start(Absent(), w, card)
+    assert res["minutes"] == [1, 3, 5, 10, 20] and res["windows"] == len(w)
+    for variant, nodes in (("one_board", 1), ("whole_site", 2)):
+        assert res[variant]["false_fault_rate"] == [1.0] * 5
+        assert res[variant]["node_windows"] == [nodes * len(w)] * 5
+    # the board that started 3 minutes before the end has reads in its last 3 steps only
+    one_board_3min = seen[len(w) : 2 * len(w)]
+    assert all((x.sum(axis=0) > 0).sum() >= 1 for x in one_board_3min)
+    assert all(((x > 0).sum(axis=1) == 3).sum() == 1 for x in one_board_3min)
+    # labelled faults are not judged; a window without a healthy board is skipped
+    w.y_fault_mask[:] = 1
+    w.y_fault[:, :] = FAULT_CLASSES.index("noise")
+    assert _after_start(Absent(), w, card) is None
 
 
 def test_evaluate_refuses_recordings_too_short(tiny: Path) -> None:

@@ -14,6 +14,7 @@ from humigraph.model.features import (
     decode_forecast,
     denormalize,
     encode,
+    late_start,
     normalize,
     resample,
     unclip,
@@ -199,3 +200,35 @@ def test_card_and_features_do_not_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_late_start_is_the_window_of_a_board_that_started_then() -> None:
+    # three boards reading every 10 s with failed reads, repeats and a silent stretch; boards 1
+    # and 2 restarted at a step boundary: the encoded window equals late_start of the full one
+    card = ModelCard(history=16, input_clip=4.0)
+    rng = np.random.default_rng(3)
+    end = 100_000.0
+    ts = end - 16 * 60 + 10.0 * np.arange(96)
+    series = []
+    for i in range(3):
+        t = np.round(21 + np.cumsum(rng.normal(0, 0.05, len(ts))), 1)
+        rh = np.round(45 + np.cumsum(rng.normal(0, 0.2, len(ts))), 1)
+        t[36:66] = t[36]  # a stuck stretch over steps 6-10: "still" steps
+        rh[36:66] = rh[36]
+        ok = rng.random(len(ts)) > 0.15
+        if i == 2:
+            ok[24:42] = False  # step 4 and 5 only failed reads, step 6 partly
+        series.append((ts, t, rh, ok))
+    full = window(series, end, card)
+    for first in (1, 4, 9):
+        cut = end - (card.history - first) * card.step_s
+        late = [s if i == 0 else tuple(a[s[0] > cut] for a in s) for i, s in enumerate(series)]
+        want = window(late, end, card)
+        x = full.x.copy()
+        assert late_start(x, [1, 2], first, card) == [1, 2]
+        np.testing.assert_allclose(x, want.x, atol=1e-6)
+        assert np.array_equal(want.mask, full.mask)
+    # no good read after the start: nothing to carry back, the window is left alone
+    x = full.x.copy()
+    x[1, 3:, card.features.index("present")] = 0.0
+    assert late_start(x, [1], 3, card) == [] and late_start(x, [0], 0, card) == []

@@ -11,6 +11,8 @@ side by side; :func:`print_table` prints it for people. The model runs through
   two folds of the evaluated recordings, so it never sees what it scores;
 - faults: per-class precision/recall/F1 and macro F1 on the same data with seeded injected faults
   (:func:`humigraph.model.data.inject_faults`); false alarms per node-day on the clean data;
+  ``after_start``: the share of healthy boards called faulty when they started reading a few
+  minutes before the window's end (a reboot, a new board; one board, or the whole site);
 - occupancy, ventilation: balanced accuracy, F1 and base rate at p >= 0.5, GBT beside them;
 - adjacency_auc: ROC AUC of the mean learned adjacency against the true coupling (> 0).
 
@@ -33,6 +35,7 @@ from .baselines import healthy
 from .card import ModelCard, load_card
 from .data import count_windows, inject_faults, load, make_windows, split
 from .data_types import Recording, Windows
+from .features import late_start
 
 __all__ = [
     "balanced_accuracy",
@@ -275,6 +278,44 @@ def _insights(
     return out
 
 
+AFTER_START_MIN = (1, 3, 5, 10, 20)  # minutes a board has been reading at the window's end
+AFTER_START_WINDOWS = 400
+
+
+def _after_start(rt: Any, w: Windows, card: ModelCard) -> dict[str, Any] | None:
+    """How often the card's rule calls a healthy board faulty when its board (one board of the
+    site: ``one_board``; every board at once: ``whole_site``) started reading ``minutes`` before
+    the window's end. The window is the clean one with the earlier reads removed
+    (:func:`features.late_start`), so a gateway sees exactly this after a reboot."""
+    ok = (w.node_mask > 0) & ((w.y_fault_mask == 0) | (w.y_fault == 0))  # as _alarm_episodes
+    rows = np.flatnonzero(ok.any(axis=1))
+    if not len(rows):
+        return None
+    rows = rows[:: max(1, math.ceil(len(rows) / AFTER_START_WINDOWS))]
+    minutes = [m for m in AFTER_START_MIN if m * 60 < card.window_s]
+    res: dict[str, Any] = {"minutes": minutes, "windows": len(rows)}
+    for variant in ("one_board", "whole_site"):
+        rates, counts = [], []
+        for m in minutes:
+            first = card.history - int(math.ceil(m * 60 / card.step_s))
+            called = judged = 0
+            for n, r in enumerate(rows):
+                x = w.x[r].copy()
+                nodes = np.flatnonzero(ok[r])
+                if variant == "one_board":
+                    nodes = nodes[n % len(nodes) :][:1]
+                changed = late_start(x, nodes.tolist(), first, card)
+                if not changed:
+                    continue
+                out = rt.run(x=x[None], node_mask=w.node_mask[r : r + 1])["fault"][0]
+                called += int((card.fault_decision(out[changed]) != 0).sum())
+                judged += len(changed)
+            rates.append(_round(called / judged) if judged else None)
+            counts.append(judged)
+        res[variant] = {"false_fault_rate": rates, "node_windows": counts}
+    return res
+
+
 def _round(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
@@ -368,6 +409,7 @@ def evaluate(
         "fault_threshold": card.fault_threshold,
         "injected_rate": fault_rate,
         "node_windows": int(m.sum()),
+        "after_start": _after_start(rt, clean, card),
     }
     if card.fault_threshold is not None:  # what the plain most-probable-class rule would give
         faults["argmax"] = {
@@ -557,6 +599,13 @@ def format_table(result: dict[str, Any]) -> str:
             f"  {name:<9} precision {_fmt(s['precision'])}  recall {_fmt(s['recall'])}  "
             f"F1 {_fmt(s['f1'])}  n={s['support']}"
         )
+    after = faults.get("after_start")
+    if after:
+        lines.append("  healthy boards called faulty after they start reading (min: share):")
+        for variant in ("one_board", "whole_site"):
+            pairs = zip(after["minutes"], after[variant]["false_fault_rate"], strict=True)
+            shown = ", ".join(f"{m}: {_fmt(r, 2)}" for m, r in pairs)
+            lines.append(f"    {variant.replace('_', ' '):<10} {shown}")
     for name in ("occupancy", "ventilation"):
         s = result.get(name)
         lines.append("")

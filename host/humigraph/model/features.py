@@ -27,6 +27,7 @@ __all__ = [
     "decode_forecast",
     "denormalize",
     "encode",
+    "late_start",
     "normalize",
     "resample",
     "soft_clip",
@@ -212,6 +213,36 @@ def encode(
     mask[:n_real] = alive
     x[:n_real][~alive] = 0.0
     return Encoded(x, mask, last_t, last_rh)
+
+
+def late_start(x: np.ndarray, nodes: Sequence[int], first: int, card: ModelCard) -> list[int]:
+    """Makes encoded window ``x [nodes, history, F]`` look as if the boards of ``nodes`` started
+    reading in step ``first`` (a reboot, a new board): in place, exactly what :func:`encode` gives
+    for the same readings without those before ``first``. A node whose step ``first`` has no
+    good read starts at its next present step instead; one with none after is left alone.
+    Returns the nodes changed.
+
+    Training shows the model such windows (a model that had only seen full histories called a
+    board that had just started ``drift``); the earlier steps become absent: no read, no
+    failure, the first value carried back."""
+    f = {name: k for k, name in enumerate(card.features)}
+    changed = []
+    for i in nodes:
+        live = np.flatnonzero(x[i, first:, f["present"]] > 0)
+        if not len(live):
+            continue
+        m = first + int(live[0])
+        if first == 0:
+            continue
+        for name in ("t", "rh", "dt", "drh"):
+            x[i, :m, f[name]] = x[i, m, f[name]]
+        for name in ("present", "fail", "spread"):  # steps first..m-1 keep their failed reads
+            if name in f:
+                x[i, :first, f[name]] = 0.0
+        if "still" in f:
+            x[i, : m + 1, f["still"]] = 0.0  # step m has no step before it to repeat
+        changed.append(int(i))
+    return changed
 
 
 def window(

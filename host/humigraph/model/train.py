@@ -25,7 +25,7 @@ from ..errors import ModelError
 from .arch import ArchConfig, SiteModel, load_model, save_model, tf
 from .card import ModelCard
 from .data_types import Windows
-from .features import soft_clip, soft_unclip
+from .features import late_start, soft_clip, soft_unclip
 
 __all__ = ["TrainConfig", "TrainResult", "limit_threads", "train"]
 
@@ -66,6 +66,9 @@ class TrainConfig:
     level_jitter: float = (
         0.5  # std of a random per-window offset added to the absolute t, rh inputs
     )
+    # share of training windows in which one healthy board, or every healthy board of the site,
+    # started reading partway through (features.late_start); 0 shows only full histories
+    late_start: float = 0.15
     progress: bool = True
 
 
@@ -255,10 +258,28 @@ def _batch(
     level_jitter: float = 0.0,
     permute: bool = True,
     input_clip: float | None = None,
+    late: float = 0.0,
+    card: ModelCard | None = None,
 ) -> dict[str, np.ndarray]:
     b = {k: getattr(w, k)[idx] for k in _KEYS}
     b["fscale"], b["weight"] = balance.batch(w, idx)
     n_slots = b["node_mask"].shape[1]
+    if rng is not None and late > 0 and card is not None:
+        # A board that rebooted, or a site installed a few minutes ago, has a short history; a
+        # model trained on full windows alone called such boards "drift" (docs/model.md). Only
+        # healthy boards start late: a fault needs the history that shows it.
+        for r in range(len(idx)):
+            if rng.random() >= late:
+                continue
+            healthy = (b["node_mask"][r] > 0) & (
+                (b["y_fault"][r] == 0) | (b["y_fault_mask"][r] == 0)
+            )
+            nodes = np.flatnonzero(healthy)
+            if not len(nodes):
+                continue
+            if rng.random() >= 1 / 3:  # one board rebooted; else the whole site started
+                nodes = nodes[rng.integers(len(nodes)) :][:1]
+            late_start(b["x"][r], nodes.tolist(), int(rng.integers(1, card.history - 1)), card)
     # optional true coupling per window (set by the caller as w.adj_true [W, N, N] uint8)
     adj = getattr(w, "adj_true", None)
     if adj is not None:
@@ -437,6 +458,8 @@ def train(
                 cfg.level_jitter,
                 cfg.permute_slots,
                 card.input_clip,
+                cfg.late_start,
+                card,
             )
             res = step(batch)
             for k, v in res.items():
