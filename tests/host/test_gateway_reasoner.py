@@ -421,3 +421,33 @@ def test_health_follows_the_cards_fault_rule(
         if faulty:  # the most probable of the fault classes
             rest = {k: v for k, v in h["probs"].items() if k != "ok"}
             assert h["fault"] == max(rest, key=rest.get)
+
+
+def test_a_silent_board_gets_a_forecast_but_no_fault_verdict(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """hall-1 stops reading at NOW; the others go on. Two steps (120 s) later the model still
+    forecasts hall-1 but no longer judges its sensor: no health, no fault alert (the offline
+    rule speaks for it), while the boards still reading are judged as before."""
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["fault_threshold"] = 0.0  # every sensor the model judges is faulty
+    model.with_suffix(".json").write_text(json.dumps(card))
+    later = [
+        Reading("home", dev, 1, 200 + k, NOW + 10 * k, 0, 21.0 + k / 100, 45.0, True, None, "dht22")
+        for k in range(1, 31)
+        for dev in ("bath-1", "kitchen-1")
+    ]
+    store.write_batch(later, now=NOW + 300)
+    rules = {"min_hold_s": 0, "fault_steps": 3, "fault_min_p": 0.01}
+    r, pub, _ = make(store, model, infer_interval=60, alerts=rules)
+    for dt in (60, 120, 180, 240, 300):
+        r.tick(NOW + dt)
+    health = {dev: [p["ts"] for p, _ in pub.on(f"humigraph/home/{dev}/health")] for dev in DEVS}
+    assert health["hall-1"] == [NOW + 60]  # silent 60 s: still judged; 120 s: not any more
+    assert health["bath-1"] == health["kitchen-1"] == [NOW + dt for dt in (60, 120, 180, 240, 300)]
+    assert len(pub.on("humigraph/home/hall-1/forecast")) == 5
+    alerts = [(p["dev"], p["kind"]) for p, _ in pub.on("humigraph/home/alerts")]
+    assert ("bath-1", "fault") in alerts and ("kitchen-1", "fault") in alerts
+    assert ("hall-1", "fault") not in alerts and ("hall-1", "offline") in alerts

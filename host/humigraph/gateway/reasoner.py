@@ -6,7 +6,9 @@ sorted device-id order, at most ``card.nodes``), the INT8 model runs through ``h
 and the gateway publishes, retained QoS 1:
 
 - ``<prefix>/<site>/<dev>/forecast``  t and rh at each horizon of the card;
-- ``<prefix>/<site>/<dev>/health``    fault class and probabilities, top neighbours, router weights;
+- ``<prefix>/<site>/<dev>/health``    fault class and probabilities, top neighbours, router weights
+  (not for a board silent for two steps or more: the model never learned to judge one, and the
+  offline rule speaks for it; its last health stays retained);
 - ``<prefix>/<site>/insight``         occupancy, ventilation, router weights, the learned graph.
 
 The alert rules (alerts.py) run every tick (at most every 10 s) with or without a model; events
@@ -53,6 +55,7 @@ YIELD_EVERY = 16  # devices read per burst in a pass, then a pause for the inges
 YIELD_S = 0.002  # at least this long,
 YIELD_MAX_S = 0.2  # at most this long; in between, spread over half the tick (see tick())
 PRUNE_EVERY_S = 3600.0
+SILENT_STEPS = 2  # a board with no read in this many model steps gets no fault verdict
 
 Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
 
@@ -429,10 +432,15 @@ class Reasoner:
         grid = card
         if self.time_scale != 1.0:
             grid = dataclasses.replace(card, step_s=card.step_s / self.time_scale)  # type: ignore[arg-type]
-        series = []
+        series, last_read = [], []
         for dev in nodes:
             rows = derived.readings_between(conn, dev, now - grid.window_s, now)
             series.append(_arrays(rows))
+            last_read.append(max((r.ts for r in rows), default=-math.inf))
+        # Training never asks the model about a board that went silent (model.data masks a
+        # label older than two steps), and its verdict on one is noise: mostly "stuck" or
+        # "drift" on held-out Room-Climate after 3 minutes (docs/model.md).
+        silent_after = SILENT_STEPS * grid.step_s
         enc = window(series, now, grid)
         if not enc.mask.any():
             return {}  # nobody reported within the window: nothing to reason about
@@ -451,6 +459,14 @@ class Reasoner:
         forecasts, health, verdicts = [], [], {}
         t_idx, rh_idx = card.targets.index("t"), card.targets.index("rh")
         ok_idx = card.fault_classes.index("ok")
+
+        def verdict_forecast(t_vals: list[Any], rh_vals: list[Any]) -> list[Any]:
+            return [
+                (h, t, r)
+                for h, t, r in zip(horizons, t_vals, rh_vals, strict=True)
+                if t is not None and r is not None
+            ]
+
         for i in live:
             dev = nodes[i]
             t_vals = [_round(v) for v in fc[i, :, t_idx]]
@@ -467,6 +483,9 @@ class Reasoner:
                     "rh": rh_vals,
                 }
             )
+            if now - last_read[i] >= silent_after:
+                verdicts[dev] = {"fault": None, "forecast": verdict_forecast(t_vals, rh_vals)}
+                continue
             probs = {
                 c: _round(float(p), 4) for c, p in zip(card.fault_classes, fault[i], strict=True)
             }
@@ -497,11 +516,7 @@ class Reasoner:
                     card.fault_classes[k],
                     float(fault[i, k] if k == ok_idx else 1.0 - fault[i, ok_idx]),
                 ),
-                "forecast": [
-                    (h, t, r)
-                    for h, t, r in zip(horizons, t_vals, rh_vals, strict=True)
-                    if t is not None and r is not None
-                ],
+                "forecast": verdict_forecast(t_vals, rh_vals),
             }
         edges = [
             {"from": nodes[j], "to": nodes[i], "weight": _round(float(adj[i, j]), 4)}
