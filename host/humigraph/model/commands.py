@@ -111,8 +111,10 @@ def register(subparsers: Any) -> None:
         help="forecast, fault, insight and adjacency metrics of a .tflite model on a data SPEC",
         description=(
             "Forecast MAE per horizon next to persistence and a linear trend; fault precision, "
-            "recall and F1 per class on seeded injected faults and false alarms on clean stretches; "
-            "occupancy and ventilation accuracy next to the base rate; adjacency AUC on world data."
+            "recall and F1 per class on seeded injected faults, false alarms on clean stretches, "
+            "and how often a healthy board is called faulty in its first minutes after it starts "
+            "reading; occupancy and ventilation accuracy next to the base rate; adjacency AUC on "
+            "world data."
         ),
     )
     e.add_argument("--model", type=Path, required=True, metavar="FILE")
