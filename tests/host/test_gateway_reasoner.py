@@ -451,3 +451,24 @@ def test_a_silent_board_gets_a_forecast_but_no_fault_verdict(
     alerts = [(p["dev"], p["kind"]) for p, _ in pub.on("humigraph/home/alerts")]
     assert ("bath-1", "fault") in alerts and ("kitchen-1", "fault") in alerts
     assert ("hall-1", "fault") not in alerts and ("hall-1", "offline") in alerts
+
+
+def test_a_board_reading_less_often_than_the_models_grid_gets_no_fault_verdict(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    """A deep-sleep board reading every 5 minutes is forecast but not judged; one reading every
+    10 s or every 60 s (the model's step) is."""
+    s = Store(tmp_path / "gw.db")
+    records: list[Any] = []
+    for dev, every in (("bath-1", 300.0), ("hall-1", 60.0), ("kitchen-1", 10.0)):
+        n = int(1800 // every) + 1
+        records += readings(dev, n=n, interval=every)
+        records.append(Status("home", dev, True))
+    s.write_batch(records, now=NOW)
+    r, pub, _ = make(s, tiny_models[0], infer_interval=60)
+    r.tick(NOW + 30)  # bath-1's last read is 30 s old: not silent, but sparse
+    assert pub.on("humigraph/home/bath-1/health") == []
+    assert len(pub.on("humigraph/home/bath-1/forecast")) == 1
+    for dev in ("hall-1", "kitchen-1"):
+        assert len(pub.on(f"humigraph/home/{dev}/health")) == 1
+    s.close()

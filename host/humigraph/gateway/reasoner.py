@@ -7,8 +7,8 @@ and the gateway publishes, retained QoS 1:
 
 - ``<prefix>/<site>/<dev>/forecast``  t and rh at each horizon of the card;
 - ``<prefix>/<site>/<dev>/health``    fault class and probabilities, top neighbours, router weights
-  (not for a board silent for two steps or more: the model never learned to judge one, and the
-  offline rule speaks for it; its last health stays retained);
+  (not for a board silent for two steps or more, nor one reading less often than the model's
+  grid: see ``_judgeable``; its last health stays retained);
 - ``<prefix>/<site>/insight``         occupancy, ventilation, router weights, the learned graph.
 
 The alert rules (alerts.py) run every tick (at most every 10 s) with or without a model; events
@@ -56,6 +56,7 @@ YIELD_S = 0.002  # at least this long,
 YIELD_MAX_S = 0.2  # at most this long; in between, spread over half the tick (see tick())
 PRUNE_EVERY_S = 3600.0
 SILENT_STEPS = 2  # a board with no read in this many model steps gets no fault verdict
+SPARSE_STEPS = 1.5  # nor one whose reads in the window lie further apart than this (median)
 
 Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
 
@@ -432,15 +433,12 @@ class Reasoner:
         grid = card
         if self.time_scale != 1.0:
             grid = dataclasses.replace(card, step_s=card.step_s / self.time_scale)  # type: ignore[arg-type]
-        series, last_read = [], []
+        series, judged = [], []
         for dev in nodes:
             rows = derived.readings_between(conn, dev, now - grid.window_s, now)
-            series.append(_arrays(rows))
-            last_read.append(max((r.ts for r in rows), default=-math.inf))
-        # Training never asks the model about a board that went silent (model.data masks a
-        # label older than two steps), and its verdict on one is noise: mostly "stuck" or
-        # "drift" on held-out Room-Climate after 3 minutes (docs/model.md).
-        silent_after = SILENT_STEPS * grid.step_s
+            arr = _arrays(rows)
+            series.append(arr)
+            judged.append(_judgeable(arr[0], now, grid.step_s))
         enc = window(series, now, grid)
         if not enc.mask.any():
             return {}  # nobody reported within the window: nothing to reason about
@@ -483,7 +481,7 @@ class Reasoner:
                     "rh": rh_vals,
                 }
             )
-            if now - last_read[i] >= silent_after:
+            if not judged[i]:
                 verdicts[dev] = {"fault": None, "forecast": verdict_forecast(t_vals, rh_vals)}
                 continue
             probs = {
@@ -586,6 +584,21 @@ def _is_num(v: Any) -> bool:
 def _round(v: float, nd: int = 2) -> float | None:
     v = float(v)
     return round(v, nd) if math.isfinite(v) else None
+
+
+def _judgeable(ts: np.ndarray, now: float, step_s: float) -> bool:
+    """Whether the model's fault verdict on a board means anything (docs/gateway-reasoning.md).
+
+    Not for a board silent for SILENT_STEPS steps: training never asks the model about one
+    (model.data masks a label older than two steps), and its verdicts on one were mostly
+    "stuck" or "drift". Nor for a board reading less often than the model's grid (deep sleep
+    with a long interval): training has boards reading every 4-60 s, and a healthy one read every
+    5 minutes was called "drift" in a third of held-out Room-Climate windows. The rule-based
+    alerts and the offline alert still cover both."""
+    if not len(ts) or now - float(ts.max()) >= SILENT_STEPS * step_s:
+        return False
+    spacing = np.diff(np.unique(ts))
+    return not (len(spacing) and float(np.median(spacing)) > SPARSE_STEPS * step_s)
 
 
 def _arrays(rows: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
