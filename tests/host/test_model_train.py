@@ -94,6 +94,27 @@ def test_source_balance_weighs_each_source_alike_in_its_own_scale() -> None:
         assert weight.tolist() == [1.0, 1.0]
 
 
+def test_batches_start_healthy_boards_late_and_leave_faulty_ones_whole() -> None:
+    from humigraph.model.train import SourceBalance, _batch
+
+    w = synthetic_windows(60, 7)  # node 0 of every third window is stuck (labelled)
+    present = CARD.features.index("present")
+    idx = np.arange(len(w))
+    kw = dict(balance=SourceBalance(w), permute=False, card=CARD)
+    b = _batch(w, idx, np.random.default_rng(0), late=1.0, **kw)
+    started = (b["x"][..., 0, present] <= 0) & (w.node_mask > 0)  # no read in the first step
+    assert started.any(axis=1).all()  # every window: one board or the whole site
+    assert not started[w.y_fault == 1].any()  # a labelled fault keeps its history
+    one = started.sum(axis=1) == 1
+    assert 0.4 < one.mean() < 0.95  # mostly one board; now and then every healthy board
+    untouched = ~started[..., None, None] & (w.node_mask[..., None, None] > 0)
+    assert np.array_equal(np.where(untouched, b["x"], 0), np.where(untouched, w.x, 0))
+    assert np.array_equal(b["y_forecast"], w.y_forecast)  # the targets stay
+    # off by default, and never without a generator (validation batches)
+    for late, rng in ((0.0, np.random.default_rng(0)), (1.0, None)):
+        assert np.array_equal(_batch(w, idx, rng, late=late, **kw)["x"], w.x)
+
+
 def test_training_writes_a_savedmodel_and_resumes(trained: dict) -> None:
     from humigraph.model.train import TrainConfig, train
 
