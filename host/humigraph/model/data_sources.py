@@ -255,11 +255,11 @@ def _spikes_shown(
     spike = fault_index("spike")
     if not (lab == spike).any():
         return lab
-    dev = np.asarray(t, float) - np.asarray(t_true, float)
-    fin = np.isfinite(dev) & np.asarray(ok, bool)
+    off = np.asarray(t, float) - np.asarray(t_true, float)
+    fin = np.isfinite(off) & np.asarray(ok, bool)
     good = fin & (lab == 0)
-    bias = float(np.median(dev[good])) if good.any() else 0.0
-    jumped = (lab == spike) & fin & (np.abs(dev - bias) > _SPIKE_SEEN_T)
+    bias = float(np.median(off[good])) if good.any() else 0.0
+    jumped = (lab == spike) & fin & (np.abs(off - bias) > _SPIKE_SEEN_T)
     return label_spikes_shown(ts, lab, jumped)
 
 

@@ -225,6 +225,8 @@ def late_start(x: np.ndarray, nodes: Sequence[int], first: int, card: ModelCard)
     Training shows the model such windows (a model that had only seen full histories called a
     board that had just started ``drift``); the earlier steps become absent: no read, no
     failure, the first value carried back."""
+    if first <= 0:
+        return []  # the board was reading from the window's start
     f = {name: k for k, name in enumerate(card.features)}
     changed = []
     for i in nodes:
@@ -232,8 +234,6 @@ def late_start(x: np.ndarray, nodes: Sequence[int], first: int, card: ModelCard)
         if not len(live):
             continue
         m = first + int(live[0])
-        if first == 0:
-            continue
         for name in ("t", "rh", "dt", "drh"):
             x[i, :m, f[name]] = x[i, m, f[name]]
         for name in ("present", "fail", "spread"):  # steps first..m-1 keep their failed reads

@@ -50,7 +50,9 @@ def label_spikes_shown(
     spike = fault_index("spike")
     st = np.sort(ts[np.asarray(spike_read, bool)])
     k = np.searchsorted(st, ts, side="right")
-    recent = (k > 0) & (ts - st[np.clip(k - 1, 0, None)] < memory_s) if len(st) else k < 0
+    recent = np.zeros(len(ts), bool)
+    if len(st):
+        recent = (k > 0) & (ts - st[np.clip(k - 1, 0, None)] < memory_s)
     out = lab.copy()
     out[lab == spike] = 0
     out[recent & ((lab == 0) | (lab == spike))] = spike
