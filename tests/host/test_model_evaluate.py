@@ -145,6 +145,10 @@ def test_evaluate_world_returns_every_key(tiny: Path) -> None:
         assert all(0.0 <= r <= 1.0 for r in after[variant]["false_fault_rate"])
         assert min(after[variant]["node_windows"]) > 0
     assert "healthy boards called faulty after they start reading" in format_table(res)
+    sparse = f["sparse_reads"]
+    assert sparse["period_s"] == [120, 300, 600]
+    assert all(0.0 <= r <= 1.0 for r in sparse["one_board"]["false_fault_rate"])
+    assert "healthy boards reading once per period called faulty" in format_table(res)
     for name in ("occupancy", "ventilation"):
         assert {"balanced_accuracy", "f1", "base_rate"} <= set(res[name])
     assert res["adjacency_auc"] is not None and 0.0 <= res["adjacency_auc"] <= 1.0
@@ -231,6 +235,37 @@ def test_after_start_judges_the_boards_that_started_late_and_only_them() -> None
     w.y_fault_mask[:] = 1
     w.y_fault[:, :] = FAULT_CLASSES.index("noise")
     assert _after_start(Absent(), w, card) is None
+
+
+def test_sparse_reads_judges_thinned_boards_where_the_gateway_would() -> None:
+    from humigraph.model.evaluate import _sparse_reads
+
+    card = ModelCard(fault_threshold=0.5)
+    present = card.features.index("present")
+    recs = [ramp("r", 0.01), ramp("q", -0.01)]  # reads every 60 s
+
+    class Gaps:
+        """Calls a node 'drift' when any step of its window has no read."""
+
+        def run(self, x: np.ndarray, node_mask: np.ndarray) -> dict[str, np.ndarray]:
+            gaps = (x[0, :, :, present] <= 0).any(axis=1)
+            p = np.zeros((1, card.nodes, len(card.fault_classes)))
+            p[0, :, 0] = np.where(gaps, 0.1, 0.9)
+            p[0, :, FAULT_CLASSES.index("drift")] = np.where(gaps, 0.9, 0.1)
+            return {"fault": p}
+
+    res = _sparse_reads(Gaps(), recs, card, stride=1, max_windows=None, seed=0)
+    assert res["period_s"] == [120, 300, 600]
+    for variant in ("one_board", "whole_site"):
+        assert res[variant]["false_fault_rate"] == [1.0, 1.0, 1.0]
+    one, site = res["one_board"]["node_windows"], res["whole_site"]["node_windows"]
+    # windows judged: a read in the last two steps, i.e. all of them at 2 min, 2 in 5 and 2 in 10
+    n_windows = 2 * (90 - card.history + 1)
+    assert one[0] == n_windows
+    assert 0.3 * n_windows < one[1] < 0.5 * n_windows and 0.1 * n_windows < one[2] < 0.3 * n_windows
+    # every board thinned: twice as many judged, less the last windows (the recordings end with
+    # their last reads)
+    assert all(2 * o - 8 <= s <= 2 * o for o, s in zip(one, site, strict=True))
 
 
 def test_evaluate_refuses_recordings_too_short(tiny: Path) -> None:

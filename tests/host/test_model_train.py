@@ -115,6 +115,20 @@ def test_batches_start_healthy_boards_late_and_leave_faulty_ones_whole() -> None
         assert np.array_equal(_batch(w, idx, rng, late=late, **kw)["x"], w.x)
 
 
+def test_epochs_whose_windows_differ_in_number_train(tmp_path: Path) -> None:
+    """Thinned boards end their recordings earlier, so an epoch may bring fewer windows."""
+    from humigraph.model.arch import ArchConfig
+    from humigraph.model.train import TrainConfig, train
+
+    tr, va = synthetic_windows(64, 0), synthetic_windows(16, 1)
+    cfg = TrainConfig(epochs=2, batch=16, progress=False, seed=3)
+    res = train(
+        lambda epoch: tr if epoch == 1 else tr.take(np.arange(40)),
+        va, CARD, tmp_path, cfg, arch=ArchConfig(hidden=8, key=4, embed=2),
+    )  # fmt: skip
+    assert res.epochs_run == 2
+
+
 def test_training_writes_a_savedmodel_and_resumes(trained: dict) -> None:
     from humigraph.model.train import TrainConfig, train
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ModelError, UsageError
 from .card import ModelCard
 from .data_sources import load
-from .data_types import Recording, Windows, label_at
+from .data_types import Recording, Windows, label_at, name_seed
 from .features import encode, resample
 from .inject import inject_faults
 
@@ -29,7 +29,11 @@ __all__ = [
     "make_windows",
     "reference_series",
     "split",
+    "thin_node",
+    "thin_reads",
 ]
+
+SPARSE_PERIODS_S = (120.0, 300.0, 600.0)  # deep-sleep intervals thin_reads draws from
 
 
 def split(
@@ -49,6 +53,52 @@ def split(
     train = [r for r in recs if r.name not in test_names]
     test = [r for r in recs if r.name in test_names]
     return train, test
+
+
+def thin_reads(
+    recs: Sequence[Recording],
+    *,
+    share: float,
+    seed: int,
+    periods: Sequence[float] = SPARSE_PERIODS_S,
+) -> list[Recording]:
+    """Copies in which about ``share`` of the nodes read like a deep-sleep board: one read per
+    period (drawn from ``periods``), the first at or after each multiple of it from the node's
+    first read; their truth and labels follow. ``share=1`` thins every node.
+
+    A board with a long ``sensor.interval`` puts a read in one step of the model's grid out of
+    several; trained on boards reading every 4-60 s alone, the model called a healthy one read
+    every 5 minutes ``drift`` in a third of held-out Room-Climate windows (docs/model.md)."""
+    if not 0.0 <= share <= 1.0:
+        raise UsageError(f"share must be between 0 and 1, got {share}")
+    out = []
+    for rec in recs:
+        rng = np.random.default_rng(name_seed(seed, rec.name) + 1)
+        r = rec.copy()
+        for i in range(len(r.nodes)):
+            pick, period = rng.random(), float(rng.choice(np.asarray(periods, float)))
+            if pick < share:
+                thin_node(r, i, period)
+        out.append(r)
+    return out
+
+
+def thin_node(rec: Recording, i: int, period: float) -> None:
+    """Node ``i`` of ``rec``, in place: one read per ``period`` seconds (see thin_reads)."""
+    ts = np.asarray(rec.ts[i], float)
+    if len(ts) < 2:
+        return
+    slot = np.floor((ts - ts[0]) / period)
+    keep = np.r_[True, np.diff(slot) > 0]
+    rec.ts[i], rec.t[i], rec.rh[i], rec.ok[i] = (
+        a[keep] for a in (ts, rec.t[i], rec.rh[i], rec.ok[i])
+    )
+    for name in ("truth_t", "truth_rh"):
+        series = getattr(rec, name)
+        if series is not None and len(series[i]) == len(keep):
+            series[i] = series[i][keep]
+    if rec.faults is not None and len(rec.faults[i][0]) == len(keep):
+        rec.faults[i] = (rec.faults[i][0][keep], rec.faults[i][1][keep])
 
 
 def _sorted_node(rec: Recording, i: int) -> tuple[np.ndarray, ...]:

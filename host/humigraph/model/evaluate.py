@@ -13,6 +13,8 @@ side by side; :func:`print_table` prints it for people. The model runs through
   (:func:`humigraph.model.data.inject_faults`); false alarms per node-day on the clean data;
   ``after_start``: the share of healthy boards called faulty when they started reading a few
   minutes before the window's end (a reboot, a new board; one board, or the whole site);
+  ``sparse_reads``: the same share for boards reading once every 2, 5 or 10 minutes (deep
+  sleep), in the windows a gateway judges (a read in the last two steps);
 - occupancy, ventilation: balanced accuracy, F1 and base rate at p >= 0.5, GBT beside them;
 - adjacency_auc: ROC AUC of the mean learned adjacency against the true coupling (> 0).
 
@@ -33,7 +35,7 @@ import numpy as np
 from ..errors import UsageError
 from .baselines import healthy
 from .card import ModelCard, load_card
-from .data import count_windows, inject_faults, load, make_windows, split
+from .data import count_windows, inject_faults, load, make_windows, split, thin_node
 from .data_types import Recording, Windows
 from .features import late_start
 
@@ -316,6 +318,45 @@ def _after_start(rt: Any, w: Windows, card: ModelCard) -> dict[str, Any] | None:
     return res
 
 
+SPARSE_EVAL_PERIODS_S = (120, 300, 600)
+
+
+def _sparse_reads(
+    rt: Any, recs: Sequence[Recording], card: ModelCard, stride: int, max_windows: int | None,
+    seed: int,
+) -> dict[str, Any] | None:  # fmt: skip
+    """How often the card's rule calls a healthy board faulty when it reads once per period
+    (deep sleep): one board of each recording among boards reading as usual (``one_board``),
+    or every board (``whole_site``), over the node-windows the gateway judges, those with a read
+    in the last two steps (gateway.reasoner._judgeable)."""
+    present = card.features.index("present")
+    res: dict[str, Any] = {"period_s": list(SPARSE_EVAL_PERIODS_S)}
+    for variant in ("one_board", "whole_site"):
+        rates, counts = [], []
+        for period in SPARSE_EVAL_PERIODS_S:
+            thin, which = [], np.zeros((len(recs), card.nodes), bool)
+            for k, rec in enumerate(recs):
+                r = rec.copy()
+                nodes = range(len(r.nodes)) if variant == "whole_site" else [k % len(r.nodes)]
+                for i in nodes:
+                    thin_node(r, i, float(period))
+                    which[k, i] = True
+                thin.append(r)
+            w = make_windows(thin, card, stride_steps=stride, max_windows=max_windows, seed=seed)
+            recent = (w.x[:, :, -2:, present] > 0).any(axis=-1)
+            healthy = (w.y_fault_mask == 0) | (w.y_fault == 0)
+            ok = (w.node_mask > 0) & healthy & recent & which[w.rec]
+            if not ok.any():
+                rates.append(None)
+                counts.append(0)
+                continue
+            pred = card.fault_decision(_run(rt, w, ("fault",))["fault"])
+            rates.append(_round(float((pred[ok] != 0).mean())))
+            counts.append(int(ok.sum()))
+        res[variant] = {"false_fault_rate": rates, "node_windows": counts}
+    return res if any(res["one_board"]["node_windows"]) else None
+
+
 def _round(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(x, nd)
 
@@ -410,6 +451,7 @@ def evaluate(
         "injected_rate": fault_rate,
         "node_windows": int(m.sum()),
         "after_start": _after_start(rt, clean, card),
+        "sparse_reads": _sparse_reads(rt, recs, card, stride, max_windows, seed),
     }
     if card.fault_threshold is not None:  # what the plain most-probable-class rule would give
         faults["argmax"] = {
@@ -605,6 +647,13 @@ def format_table(result: dict[str, Any]) -> str:
         for variant in ("one_board", "whole_site"):
             pairs = zip(after["minutes"], after[variant]["false_fault_rate"], strict=True)
             shown = ", ".join(f"{m}: {_fmt(r, 2)}" for m, r in pairs)
+            lines.append(f"    {variant.replace('_', ' '):<10} {shown}")
+    sparse = faults.get("sparse_reads")
+    if sparse:
+        lines.append("  healthy boards reading once per period called faulty (min: share):")
+        for variant in ("one_board", "whole_site"):
+            pairs = zip(sparse["period_s"], sparse[variant]["false_fault_rate"], strict=True)
+            shown = ", ".join(f"{p // 60}: {_fmt(r, 2)}" for p, r in pairs)
             lines.append(f"    {variant.replace('_', ' '):<10} {shown}")
     for name in ("occupancy", "ventilation"):
         s = result.get(name)

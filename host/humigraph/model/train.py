@@ -431,13 +431,13 @@ def train(
 
     level_cols = tuple(card.features.index(c) for c in ("t", "rh") if c in card.features)
     stopped = False
-    n_batches = int(np.ceil(len(train_w) / cfg.batch))
-    if cfg.steps_per_epoch:
-        n_batches = min(n_batches, cfg.steps_per_epoch)
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         if make_epoch is not None and epoch > 1:
-            train_w = make_epoch(epoch)
+            train_w = make_epoch(epoch)  # its size may differ (thinned boards end earlier)
+        n_batches = int(np.ceil(len(train_w) / cfg.batch))
+        if cfg.steps_per_epoch:
+            n_batches = min(n_batches, cfg.steps_per_epoch)
         rng = np.random.default_rng([cfg.seed, epoch])  # same shuffles after a resume
         order = rng.permutation(len(train_w))
         t0 = time.monotonic()
