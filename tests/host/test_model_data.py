@@ -219,37 +219,21 @@ def test_world_spike_labels_say_what_a_window_shows(tmp_path: Path) -> None:
     assert np.array_equal(cts, ts) and np.array_equal(clab, lab)
 
 
-def test_thin_reads_keeps_one_read_per_period_with_its_truth_and_labels() -> None:
-    from humigraph.model.data import thin_reads
+def test_thin_node_keeps_one_read_per_period_with_its_truth_and_labels() -> None:
+    from humigraph.model.data import thin_node
 
     (r,) = load("world:5?days=1&rooms=3&step=10&faults=1")
-    (every,) = thin_reads([r], share=1.0, seed=0, periods=(300.0,))
-    for i in range(len(r.nodes)):
-        ts = every.ts[i]
-        assert len(ts) == 288 and np.allclose(np.diff(ts), 300.0)  # a read every 5 minutes
-        kept = np.isin(r.ts[i], ts)
-        for name in ("t", "rh", "ok", "truth_t", "truth_rh"):
-            np.testing.assert_array_equal(getattr(every, name)[i], getattr(r, name)[i][kept])
-        np.testing.assert_array_equal(every.faults[i][1], r.faults[i][1][kept])
-    assert len(r.ts[0]) == 8640  # the input is not touched
-    (none,) = thin_reads([r], share=0.0, seed=0)
-    assert all(np.array_equal(a, b) for a, b in zip(none.ts, r.ts, strict=True))
-    # about the share, and seeded
-    many = load("world:1-4?days=1&rooms=6&step=10")
-    a, b = thin_reads(many, share=0.3, seed=1), thin_reads(many, share=0.3, seed=1)
-    thinned = [
-        len(x.ts[i]) < len(y.ts[i])
-        for x, y in zip(a, many, strict=True)
-        for i in range(len(y.nodes))
-    ]
-    assert 0.1 < np.mean(thinned) < 0.6
-    assert all(
-        np.array_equal(x.ts[i], y.ts[i])
-        for x, y in zip(a, b, strict=True)
-        for i in range(len(x.nodes))
-    )
-    with pytest.raises(UsageError, match="share must be between 0 and 1"):
-        thin_reads([r], share=1.5, seed=0)
+    every = r.copy()
+    thin_node(every, 1, 300.0)
+    ts = every.ts[1]
+    assert len(ts) == 288 and np.allclose(np.diff(ts), 300.0)  # a read every 5 minutes
+    kept = np.isin(r.ts[1], ts)
+    for name in ("t", "rh", "ok", "truth_t", "truth_rh"):
+        np.testing.assert_array_equal(getattr(every, name)[1], getattr(r, name)[1][kept])
+    np.testing.assert_array_equal(every.faults[1][1], r.faults[1][1][kept])
+    # the other nodes and the input are untouched
+    assert all(np.array_equal(every.ts[i], r.ts[i]) for i in (0, 2))
+    assert len(r.ts[1]) == 8640
 
 
 def test_world_days_split_and_options() -> None:
