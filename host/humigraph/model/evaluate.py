@@ -641,20 +641,13 @@ def format_table(result: dict[str, Any]) -> str:
             f"  {name:<9} precision {_fmt(s['precision'])}  recall {_fmt(s['recall'])}  "
             f"F1 {_fmt(s['f1'])}  n={s['support']}"
         )
-    after = faults.get("after_start")
+    after, sparse = faults.get("after_start"), faults.get("sparse_reads")
     if after:
-        lines.append("  healthy boards called faulty after they start reading (min: share):")
-        for variant in ("one_board", "whole_site"):
-            pairs = zip(after["minutes"], after[variant]["false_fault_rate"], strict=True)
-            shown = ", ".join(f"{m}: {_fmt(r, 2)}" for m, r in pairs)
-            lines.append(f"    {variant.replace('_', ' '):<10} {shown}")
-    sparse = faults.get("sparse_reads")
+        title = "healthy boards called faulty after they start reading"
+        lines += _variant_lines(title, after["minutes"], after)
     if sparse:
-        lines.append("  healthy boards reading once per period called faulty (min: share):")
-        for variant in ("one_board", "whole_site"):
-            pairs = zip(sparse["period_s"], sparse[variant]["false_fault_rate"], strict=True)
-            shown = ", ".join(f"{p // 60}: {_fmt(r, 2)}" for p, r in pairs)
-            lines.append(f"    {variant.replace('_', ' '):<10} {shown}")
+        title = "healthy boards reading once per period called faulty"
+        lines += _variant_lines(title, [p // 60 for p in sparse["period_s"]], sparse)
     for name in ("occupancy", "ventilation"):
         s = result.get(name)
         lines.append("")
@@ -676,6 +669,16 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("baselines_fitted_on"):
         lines.append(f"ridge and GBT baselines {result['baselines_fitted_on']}")
     return "\n".join(lines)
+
+
+def _variant_lines(title: str, minutes: list[int], block: dict[str, Any]) -> list[str]:
+    """``after_start`` / ``sparse_reads`` as one line per variant: ``minutes: share``."""
+    out = [f"  {title} (min: share):"]
+    for variant in ("one_board", "whole_site"):
+        pairs = zip(minutes, block[variant]["false_fault_rate"], strict=True)
+        shown = ", ".join(f"{m}: {_fmt(r, 2)}" for m, r in pairs)
+        out.append(f"    {variant.replace('_', ' '):<10} {shown}")
+    return out
 
 
 def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
