@@ -472,3 +472,26 @@ def test_a_board_reading_less_often_than_the_models_grid_gets_no_fault_verdict(
     for dev in ("hall-1", "kitchen-1"):
         assert len(pub.on(f"humigraph/home/{dev}/health")) == 1
     s.close()
+
+
+def test_a_board_announcing_an_interval_longer_than_the_window_gets_no_fault_verdict(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    """A deep-sleep board reading every 40 minutes has one read in the model's 32-minute window,
+    so the spacing of its reads cannot show it is sparse: its meta's interval does. The same
+    single read from a board announcing 10 s (it has just started) is judged."""
+    s = Store(tmp_path / "gw.db")
+    records: list[Any] = []
+    for dev, announced in (("bath-1", 2400), ("hall-1", 10), ("kitchen-1", 10)):
+        n = 1 if dev != "kitchen-1" else 180
+        records += readings(dev, n=n, interval=10.0)
+        records.append(Meta("home", dev, {"interval": announced, "fw": "0.1.0"}))
+        records.append(Status("home", dev, True))
+    s.write_batch(records, now=NOW)
+    r, pub, _ = make(s, tiny_models[0], infer_interval=60)
+    r.tick(NOW + 30)
+    assert pub.on("humigraph/home/bath-1/health") == []
+    assert len(pub.on("humigraph/home/bath-1/forecast")) == 1
+    for dev in ("hall-1", "kitchen-1"):
+        assert len(pub.on(f"humigraph/home/{dev}/health")) == 1
+    s.close()

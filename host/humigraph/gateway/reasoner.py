@@ -345,7 +345,7 @@ class Reasoner:
         outputs: dict[str, dict[str, Any]] = {}
         if due:
             try:
-                outputs = self._infer(conn, site, [d["dev"] for d in devs], now)
+                outputs = self._infer(conn, site, devs, now)
             except Exception as e:
                 self.inference_errors += 1
                 self.metrics.inference_error()
@@ -360,7 +360,6 @@ class Reasoner:
                 self._stop.wait(self._pause)
             latest = derived.latest_readings(conn, d["dev"], self.cfg.readings_needed)
             received = [s.received for s in latest if s.received is not None]
-            interval = d["meta"].get("interval")
             out = outputs.get(d["dev"], {})
             views.append(
                 DeviceView(
@@ -368,7 +367,7 @@ class Reasoner:
                     site=site,
                     readings=latest,
                     status=d["status"],
-                    interval_s=float(interval) if _is_num(interval) and interval > 0 else None,
+                    interval_s=_interval(d["meta"]),
                     last_received=max(*received, self.started) if received else None,
                     fault=out.get("fault"),
                     forecast=out.get("forecast"),
@@ -409,13 +408,15 @@ class Reasoner:
     # -- the model -----------------------------------------------------------------------------
 
     def _infer(
-        self, conn: Any, site: str, devs: Sequence[str], now: float
+        self, conn: Any, site: str, devs: Sequence[dict[str, Any]], now: float
     ) -> dict[str, dict[str, Any]]:
-        """Runs the model over one site, publishes and stores; returns per-device verdicts for the
-        alert rules: ``{dev: {"fault": (class, p), "forecast": [(h, t, rh)]}}``."""
+        """Runs the model over one site's devices (``derived.device_rows``), publishes and
+        stores; returns per-device verdicts for the alert rules:
+        ``{dev: {"fault": (class, p), "forecast": [(h, t, rh)]}}``."""
         rt = self.watcher.runtime
         card = rt.card
-        nodes = sorted(devs)
+        announced = {d["dev"]: _interval(d.get("meta") or {}) for d in devs}
+        nodes = sorted(announced)
         if len(nodes) > card.nodes:
             if site not in self._truncated_logged:
                 self._truncated_logged.add(site)
@@ -438,7 +439,7 @@ class Reasoner:
             rows = derived.readings_between(conn, dev, now - grid.window_s, now)
             arr = _arrays(rows)
             series.append(arr)
-            judged.append(_judgeable(arr[0], now, grid.step_s))
+            judged.append(_judgeable(arr[0], now, grid.step_s, announced[dev]))
         enc = window(series, now, grid)
         if not enc.mask.any():
             return {}  # nobody reported within the window: nothing to reason about
@@ -586,7 +587,13 @@ def _round(v: float, nd: int = 2) -> float | None:
     return round(v, nd) if math.isfinite(v) else None
 
 
-def _judgeable(ts: np.ndarray, now: float, step_s: float) -> bool:
+def _interval(meta: dict[str, Any]) -> float | None:
+    """The reading interval a board announces in its meta, in seconds; None if it gives none."""
+    v = meta.get("interval")
+    return float(v) if _is_num(v) and v > 0 else None
+
+
+def _judgeable(ts: np.ndarray, now: float, step_s: float, interval_s: float | None = None) -> bool:
     """Whether the model's fault verdict on a board means anything (docs/gateway-reasoning.md).
 
     Not for a board silent for SILENT_STEPS steps: training never asks the model about one
@@ -594,9 +601,12 @@ def _judgeable(ts: np.ndarray, now: float, step_s: float) -> bool:
     "stuck" or "drift". Nor for a board reading less often than the model's grid (deep sleep
     with a long interval): training has boards reading every 4-60 s, and a healthy one read every
     5 minutes among boards reading as usual was called "drift" in 38 % of held-out Room-Climate
-    windows (evaluate's sparse_reads). The rule-based alerts and the offline alert still cover
-    both."""
+    windows (evaluate's sparse_reads). The board's announced interval (meta) decides as well:
+    a board reading less often than once per window shows one read or none, so its reads'
+    spacing cannot. The rule-based alerts and the offline alert still cover both."""
     if not len(ts) or now - float(ts.max()) >= SILENT_STEPS * step_s:
+        return False
+    if interval_s is not None and interval_s > SPARSE_STEPS * step_s:
         return False
     spacing = np.diff(np.unique(ts))
     return not (len(spacing) and float(np.median(spacing)) > SPARSE_STEPS * step_s)
