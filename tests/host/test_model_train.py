@@ -171,8 +171,9 @@ def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -
 
     cal = synthetic_windows(200, 7)
     out = tmp_path / "tiny-int8.tflite"
-    int8, fp32, ops = convert(trained["res"].savedmodel, cal, out)
+    int8, fp32, ops, corrected = convert(trained["res"].savedmodel, cal, out)
     assert fp32 == fp32_path_for(out) == tmp_path / "tiny-fp32.tflite"
+    assert corrected is not None and corrected["windows"] == 200 and corrected["layers"] > 0
     assert ops and all(d == "int8" for op in ops for d in op["outputs"] if op["op"] != "QUANTIZE")
     CARD.save(int8.with_suffix(".json"))
     CARD.save(fp32.with_suffix(".json"))
@@ -194,6 +195,70 @@ def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -
         assert np.abs(q["fault"] - f["fault"])[0][live].mean() < 0.05
     with pytest.raises(ModelError, match="stayed float"):
         check_int8(fp32)
+
+
+def _linear_bias_shift(int8: Path, fp32: Path, w: Windows) -> list[np.ndarray]:
+    """Per FULLY_CONNECTED layer of ``int8``, the mean over ``w`` of its linear part (int8 weights
+    and bias, dequantized) minus the float twin's on the same input, in steps of the int8 bias."""
+    from humigraph.model.bias_correction import (
+        _fc_ops,
+        _interpreter,
+        _quantized_inputs,
+        _real_rows,
+    )
+
+    q, f = _interpreter(int8, keep=True), _interpreter(fp32, keep=False)
+    qt = {d["index"]: d for d in q.get_tensor_details()}
+    ft = {d["index"]: d for d in f.get_tensor_details()}
+    float_ops = _fc_ops(f)
+    layers = []
+    for op in _fc_ops(q):
+        wt, bt = qt[op["inputs"][1]], qt[op["inputs"][2]]
+        ws = np.asarray(wt["quantization_parameters"]["scales"])[:, None]
+        wq = q.get_tensor(wt["index"]) * ws
+        twin = [
+            o for o in float_ops
+            if tuple(ft[o["inputs"][1]]["shape"]) == wq.shape
+            and np.abs(f.get_tensor(ft[o["inputs"][1]]["index"]) - wq).max() <= ws.max() / 2 + 1e-6
+        ]  # fmt: skip
+        assert len(twin) == 1
+        wf = f.get_tensor(ft[twin[0]["inputs"][1]]["index"])
+        bf = f.get_tensor(ft[twin[0]["inputs"][2]]["index"])
+        bscale = np.asarray(bt["quantization_parameters"]["scales"])
+        bq = q.get_tensor(bt["index"]) * bscale
+        layers.append((op, wq - wf, bq - bf, bscale, []))
+    for i in range(len(w)):
+        _quantized_inputs(q, w.x[i : i + 1], w.node_mask[i : i + 1], 4.0)
+        q.invoke()
+        for op, dw, db, _, rows in layers:
+            t = qt[op["inputs"][0]]
+            scale, zero = t["quantization"]
+            x = (q.get_tensor(t["index"]).astype(np.float64) - zero) * scale
+            rows.append(_real_rows(x, w.node_mask[i]) @ dw.T + db)
+    return [np.concatenate(rows).mean(axis=0) / bscale for _, _, _, bscale, rows in layers]
+
+
+def test_bias_correction_takes_out_the_mean_shift_of_rounded_weights(
+    trained: dict, tmp_path: Path
+) -> None:
+    """Each layer's linear part, INT8 against float on the calibration windows: the converter's
+    rounding leaves a mean shift of several bias steps on some output channel; corrected, every
+    channel is within one step (the bias's own rounding and the float bias's)."""
+    from humigraph.model.quantize import convert
+
+    cal = synthetic_windows(200, 7)
+    raw = convert(
+        trained["res"].savedmodel, cal, tmp_path / "raw-int8.tflite", bias_correction=False
+    )
+    fixed = convert(trained["res"].savedmodel, cal, tmp_path / "fixed-int8.tflite")
+    assert raw.bias_correction is None
+    assert fixed.bias_correction is not None and fixed.bias_correction["layers"] > 0
+    before = _linear_bias_shift(raw.int8, raw.fp32, cal)
+    after = _linear_bias_shift(fixed.int8, fixed.fp32, cal)
+    assert len(before) == len(after) == fixed.bias_correction["layers"]
+    assert max(float(np.abs(b).max()) for b in before) > 3.0
+    for a in after:
+        assert np.abs(a).max() <= 1.0 + 1e-6
 
 
 def test_quantize_needs_200_calibration_windows(trained: dict, tmp_path: Path) -> None:

@@ -102,6 +102,13 @@ def register(subparsers: Any) -> None:
         help="auto keeps the upper confidence bound of each source's false-alarm rate under the "
         "goal: a source seen for a few node-days must stay well under it (0.8)",
     )
+    q.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="keep the converter's int8 biases; by default each layer's bias is corrected for "
+        "the mean shift its weights' rounding causes on the calibration windows",
+    )
     _data_options(q)
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_quantize)
@@ -429,7 +436,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     ev, ev_recs = _merge(ev_parts)
     if ev is None:  # a single recording: report on (part of) the calibration side instead
         ev, ev_recs = _merge(cal_parts)
-    int8, fp32, ops = convert(args.model, cal, out, echo=echo)
+    int8, fp32, ops, corrected = convert(
+        args.model,
+        cal,
+        out,
+        bias_correction=args.bias_correction,
+        echo=echo,
+        progress=_bar(args.quiet)("bias correction", "layer"),
+    )
     check_int8(out)
     echo(f"wrote {int8} ({int8.stat().st_size} bytes) and {fp32} ({fp32.stat().st_size} bytes)")
 
@@ -488,6 +502,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "fault_rate": args.fault_rate,
         "windows": len(ev),
         "calibration_windows": len(cal),
+        "bias_correction": corrected,
     }
     metrics = {
         "files": {
@@ -575,15 +590,15 @@ def _fault_threshold(
     return thr, sweep
 
 
-def _bar(quiet: bool) -> Callable[[str], Callable[[Any], Any] | None]:
-    def make(desc: str) -> Callable[[Any], Any] | None:
+def _bar(quiet: bool) -> Callable[..., Callable[[Any], Any] | None]:
+    def make(desc: str, unit: str = "window") -> Callable[[Any], Any] | None:
         if quiet:
             return None
         try:
             from tqdm import tqdm
         except ImportError:
             return None
-        return lambda it: tqdm(it, desc=desc, unit="window", leave=False)
+        return lambda it: tqdm(it, desc=desc, unit=unit, leave=False)
 
     return make
 

@@ -13,19 +13,21 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import ModelError
 from ..runtime import list_ops
 from .arch import load_model, tf
+from .bias_correction import correct_biases
 from .card import fp32_path_for
 from .data_types import Windows
 from .latency import _interpreter, delegation, latency_side_by_side
 
 __all__ = [
     "MIN_CALIBRATION",
+    "Converted",
     "check_int8",
     "convert",
     "delegation",
@@ -84,15 +86,25 @@ def _representative(w: Windows, clip: float) -> Callable[[], Iterator[dict[str, 
     return gen
 
 
+class Converted(NamedTuple):
+    int8: Path
+    fp32: Path
+    ops: list[dict[str, Any]]  # the INT8 graph's ops (check_int8)
+    bias_correction: dict[str, Any] | None  # what correct_biases did; None when turned off
+
+
 def convert(
     savedmodel: Path | str,
     calibration: Windows,
     out: Path | str,
     *,
+    bias_correction: bool = True,
     echo: Callable[[str], None] | None = None,
-) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """Write the INT8 model to ``out`` and the fp32 model beside it; returns
-    ``(int8 path, fp32 path, int8 op list)``. Needs at least :data:`MIN_CALIBRATION` windows."""
+    progress: Callable[[Any], Any] | None = None,
+) -> Converted:
+    """Write the INT8 model to ``out`` and the fp32 model beside it, the INT8 one's biases
+    corrected for its weights' rounding (bias_correction.py) unless ``bias_correction`` is
+    False. Needs at least :data:`MIN_CALIBRATION` windows."""
     echo = echo or log.info
     if len(calibration) < MIN_CALIBRATION:
         raise ModelError(
@@ -126,8 +138,13 @@ def convert(
         except Exception as e:  # the converter raises bare ConverterError/RuntimeError
             raise ModelError(f"INT8 conversion failed: {str(e).strip().splitlines()[-1]}") from None
         out.write_bytes(data)
-    ops = check_int8(out)
-    return out, fp32, ops
+    check_int8(out)
+    corrected = None
+    if bias_correction:
+        corrected = correct_biases(
+            out, fp32, calibration, model.arch.clip_in, echo=echo, progress=progress
+        )
+    return Converted(out, fp32, check_int8(out), corrected)
 
 
 def model_id(path: Path, name: str = "humigraph") -> str:

@@ -493,6 +493,16 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
     ]
     for name, p in m.get("parity", {}).items():
         lines.append(f"| {name} | {_fmt(p['mae'])} | {_fmt(p['max'])} | {_fmt(p['snr_db'])} |")
+    bc = ev.get("bias_correction")
+    lines += [
+        "",
+        f"Biases corrected for the weights' rounding in {bc['layers']} layers (input means over "
+        f"{bc['windows']} calibration windows; largest shift taken out: "
+        f"{max((r['largest_shift_output_steps'] for r in bc['per_layer']), default=0):g} output "
+        "steps)."
+        if bc
+        else "Biases as the converter wrote them (no bias correction).",
+    ]
     for kind in ("int8", "fp32"):
         t = m.get("task", {}).get(kind)
         if not t:
