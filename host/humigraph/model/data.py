@@ -56,8 +56,8 @@ def thin_node(rec: Recording, i: int, period: float) -> None:
     """Node ``i`` of ``rec``, in place, read like a deep-sleep board: one read per ``period``
     seconds (the first at or after each multiple of it from the node's first read), its truth
     and labels with it. evaluate's ``sparse_reads`` uses it: beside boards reading as usual, the
-    model called a healthy Room-Climate board read every 5 minutes ``drift`` in 38 % of the
-    held-out windows a gateway would judge (docs/model.md)."""
+    committed model calls a healthy Room-Climate board read every 5 minutes faulty in about half
+    of the held-out windows a gateway would judge (docs/model.md)."""
     ts = np.asarray(rec.ts[i], float)
     if len(ts) < 2:
         return

@@ -138,7 +138,7 @@ def convert(
         except Exception as e:  # the converter raises bare ConverterError/RuntimeError
             raise ModelError(f"INT8 conversion failed: {str(e).strip().splitlines()[-1]}") from None
         out.write_bytes(data)
-    check_int8(out)
+    check_int8(out)  # a float op named now, not as a failed pairing in the correction
     corrected = None
     if bias_correction:
         corrected = correct_biases(

@@ -434,7 +434,7 @@ def train(
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         if make_epoch is not None and epoch > 1:
-            train_w = make_epoch(epoch)  # its size may differ (thinned boards end earlier)
+            train_w = make_epoch(epoch)  # its size need not be the first epoch's
         n_batches = int(np.ceil(len(train_w) / cfg.batch))
         if cfg.steps_per_epoch:
             n_batches = min(n_batches, cfg.steps_per_epoch)
