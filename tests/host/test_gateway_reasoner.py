@@ -133,8 +133,12 @@ def test_forecast_health_insight_are_published_retained_and_stored(
             assert derived.latest_health(conn, dev) == h
     ((ins, retained),) = pub.on("humigraph/home/insight")
     assert retained
-    assert set(ins) == {"v", "site", "ts", "model", "occupancy", "ventilation", "router", "graph"}
+    assert set(ins) == {
+        "v", "site", "ts", "model", "occupancy", "ventilation", "detected", "router", "graph"
+    }  # fmt: skip
     assert 0.0 <= ins["occupancy"] <= 1.0 and 0.0 <= ins["ventilation"] <= 1.0
+    # no insight_threshold in the card: yes from 0.5 (int8 probabilities are k/256, never 0.5±1e-4)
+    assert ins["detected"] == {k: ins[k] >= 0.5 for k in ("occupancy", "ventilation")}
     assert sorted(ins["router"]) == sorted(DEVS)
     assert ins["graph"]["nodes"] == sorted(DEVS)
     for e in ins["graph"]["edges"]:
@@ -421,6 +425,26 @@ def test_health_follows_the_cards_fault_rule(
         if faulty:  # the most probable of the fault classes
             rest = {k: v for k, v in h["probs"].items() if k != "ok"}
             assert h["fault"] == max(rest, key=rest.get)
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.99])
+def test_insight_says_yes_by_the_cards_insight_threshold(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, threshold: float
+) -> None:
+    """``detected`` in the insight payload is the card's rule, as evaluate scores it; the
+    probabilities are published unchanged."""
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["insight_threshold"] = {"occupancy": threshold, "ventilation": threshold}
+    model.with_suffix(".json").write_text(json.dumps(card))
+    r, pub, _ = make(store, model, infer_interval=60)
+    r.tick(NOW)
+    ((ins, _),) = pub.on("humigraph/home/insight")
+    for name in ("occupancy", "ventilation"):  # int8 probabilities are k/256: none near 0.01, 0.99
+        assert ins["detected"][name] is (ins[name] >= threshold)
+        # the tiny model's probabilities lie between the two thresholds: the rule flips the answer
+        assert ins["detected"][name] is (threshold < 0.5)
 
 
 def test_a_silent_board_gets_a_forecast_but_no_fault_verdict(

@@ -22,6 +22,7 @@ from humigraph.model.evaluate import (
     balanced_accuracy,
     binary_scores,
     choose_fault_threshold,
+    choose_insight_threshold,
     evaluate,
     f1_binary,
     fault_threshold_sweep,
@@ -291,6 +292,38 @@ def test_fault_decision_is_ok_unless_the_fault_probability_passes_the_threshold(
     assert ModelCard(fault_threshold=0.85).fault_decision(probs).tolist() == [0, 0, 3]
     with pytest.raises(ModelError, match="fault_threshold"):
         ModelCard(fault_threshold=1.5).validate()
+
+
+def test_insight_decision_uses_the_cards_threshold_per_insight() -> None:
+    probs = np.array([[0.55, 0.12], [0.45, 0.30]])  # [windows, (occupancy, ventilation)]
+    assert ModelCard().insight_decision(probs).tolist() == [[True, False], [False, False]]
+    card = ModelCard(insight_threshold={"ventilation": 0.2})  # occupancy stays at 0.5
+    assert card.insight_decision(probs).tolist() == [[True, False], [False, True]]
+    card = ModelCard.from_json({**card.to_json(), "insight_threshold": {"occupancy": 0.6}})
+    assert card.insight_decision(probs).tolist() == [[False, False], [False, False]]
+    with pytest.raises(ModelError, match=r"insight_threshold\.ventilation.*\(0, 1\)"):
+        ModelCard(insight_threshold={"ventilation": 1.0}).validate()
+    with pytest.raises(ModelError, match=r"insight_threshold\.people.*names no insight"):
+        ModelCard(insight_threshold={"people": 0.3}).validate()
+
+
+def test_choose_insight_threshold_takes_the_best_mean_that_costs_no_source() -> None:
+    sweep = {
+        "occupancy": [
+            {"threshold": 0.3, "balanced_accuracy": [0.80, 0.95, 0.70]},
+            {"threshold": 0.5, "balanced_accuracy": [0.85, 0.85, 0.70]},
+            {"threshold": 0.6, "balanced_accuracy": [0.86, 0.85, 0.70]},
+            {"threshold": 0.7, "balanced_accuracy": [0.95, 0.70, 0.75]},  # best mean, costs one
+        ],
+        "ventilation": [
+            {"threshold": 0.1, "balanced_accuracy": [0.80, 0.77]},  # equal mean, farther from 0.5
+            {"threshold": 0.15, "balanced_accuracy": [0.82, 0.75]},
+            {"threshold": 0.5, "balanced_accuracy": [0.63, 0.50]},
+        ],
+    }
+    assert choose_insight_threshold(sweep) == {"occupancy": 0.6, "ventilation": 0.15}
+    sweep["occupancy"].pop(2)  # nothing better that costs no source: 0.5 stays
+    assert choose_insight_threshold(sweep)["occupancy"] == 0.5
 
 
 def test_choose_fault_threshold_meets_the_goal_on_every_source_then_best_f1() -> None:

@@ -529,6 +529,11 @@ class Reasoner:
             "ts": ts,
             "model": model_id,
             **{name: _round(float(p), 4) for name, p in zip(card.insights, insight, strict=True)},
+            # the card's rule (insight_threshold): p(ventilation) 0.2 can already mean "yes"
+            "detected": {
+                name: bool(yes)
+                for name, yes in zip(card.insights, card.insight_decision(insight), strict=True)
+            },
             "router": {
                 nodes[i]: {
                     "self": _round(float(router[i, 0]), 4),

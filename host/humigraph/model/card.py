@@ -75,6 +75,11 @@ class ModelCard:
     # training recordings so that clean sensors raise few false alarms.
     fault_threshold: float | None = None
     insights: tuple[str, ...] = INSIGHTS
+    # The insight decision (insight_decision()): per insight, "yes" when its probability is at
+    # least this; a missing name (or None, older cards) decides at 0.5. Chosen by quantize on the
+    # training recordings for the best balanced accuracy: trained on sources where ventilating
+    # is rare, the model's p(ventilation) seldom passes 0.5 even when a window stands open.
+    insight_threshold: dict[str, float] | None = None
     quantization: str = "int8"  # "int8" | "float32"
     # Measured numbers (filled by quantize / evaluate); free-form JSON objects.
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +131,13 @@ class ModelCard:
         faults = p.copy()
         faults[..., ok] = -np.inf
         return np.where(1.0 - p[..., ok] > self.fault_threshold, faults.argmax(-1), ok)
+
+    def insight_decision(self, probs: np.ndarray) -> np.ndarray:
+        """Yes/no per insight from the ``insight`` output's probabilities ``[..., insights]``:
+        the card's rule (see ``insight_threshold``). The gateway and evaluate both decide here."""
+        p = np.asarray(probs, dtype=np.float64)
+        thr = self.insight_threshold or {}
+        return p >= np.array([float(thr.get(name, 0.5)) for name in self.insights])
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -187,6 +199,18 @@ class ModelCard:
                 raise bad("fault_threshold", f"must be null or a number in [0, 1), got {thr!r}")
             if "ok" not in self.fault_classes:
                 raise bad("fault_threshold", "needs an 'ok' class in fault_classes")
+        ithr = self.insight_threshold
+        if ithr is not None:
+            if not isinstance(ithr, dict):
+                raise bad("insight_threshold", f"must be null or an object, got {ithr!r}")
+            for name, v in ithr.items():
+                if name not in self.insights:
+                    raise bad(
+                        f"insight_threshold.{name}",
+                        f"names no insight of this model (insights: {list(self.insights)})",
+                    )
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                    raise bad(f"insight_threshold.{name}", f"must be a number in (0, 1), got {v!r}")
         for tgt in self.targets:
             v = self.target_scale.get(tgt) if isinstance(self.target_scale, dict) else None
             values = list(v) if isinstance(v, (list, tuple)) else [v]

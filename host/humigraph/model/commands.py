@@ -103,6 +103,14 @@ def register(subparsers: Any) -> None:
         "goal: a source seen for a few node-days must stay well under it (0.8)",
     )
     q.add_argument(
+        "--insight-threshold",
+        default="auto",
+        choices=("auto", "none"),
+        help="per insight (occupancy, ventilation), the probability from which the gateway and "
+        "evaluate say yes, stored in the card; 'auto' (default) picks it on the training "
+        "recordings for the best mean balanced accuracy over the sources; 'none' = 0.5",
+    )
+    q.add_argument(
         "--no-bias-correction",
         dest="bias_correction",
         action="store_false",
@@ -334,6 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             base = ModelCard.from_json(json.loads(card_file.read_text()), where=str(card_file))
             base.metrics, base.training = {}, {}
             base.fault_threshold = None  # quantize picks the fault rule for the new model
+            base.insight_threshold = None  # and the insights' thresholds
             card = base
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
 
@@ -436,7 +445,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     ev, ev_recs = _merge(ev_parts)
     if ev is None:  # a single recording: report on (part of) the calibration side instead
         ev, ev_recs = _merge(cal_parts)
-    int8, fp32, ops, corrected = convert(
+    int8, fp32, ops, corrected, symmetric = convert(
         args.model,
         cal,
         out,
@@ -462,8 +471,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     card_q.save(int8.with_suffix(".json"))
     card_f.save(fp32.with_suffix(".json"))
     threshold, sweep = _fault_threshold(args, int8, [tr for _, tr, _ in sources], echo)
+    insight_thr, insight_sweep = _insight_threshold(args, int8, [tr for _, tr, _ in sources], echo)
     for c, path in ((card_q, int8), (card_f, fp32)):  # the gateway runs INT8: one rule for both
         c.fault_threshold = threshold
+        c.insight_threshold = insight_thr
         c.save(path.with_suffix(".json"))
     rt_q, rt_f = Runtime(int8, card=card_q), Runtime(fp32, card=card_f)
     bar = _bar(args.quiet)
@@ -502,6 +513,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "windows": len(ev),
         "calibration_windows": len(cal),
         "bias_correction": corrected,
+        "symmetric_operands": symmetric,
     }
     metrics = {
         "files": {
@@ -523,6 +535,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             "confidence": args.false_alarm_confidence,
             "training_sweep": sweep,
         },  # fmt: skip
+        "insight_threshold": {"chosen": insight_thr, "training_sweep": insight_sweep},
     }
     forecast_case = _forecast_case(rt_q, rt_f, clean_held_out, card_q)
     plots = write_plots(
@@ -587,6 +600,31 @@ def _fault_threshold(
              f"{row['false_alarm_episodes']} in {row['node_days']} node-days")  # fmt: skip
     echo(f"fault rule: {'most probable class' if thr is None else f'ok unless p(fault) > {thr}'}")
     return thr, sweep
+
+
+def _insight_threshold(
+    args: argparse.Namespace, int8: Path, train_sets: list[Any], echo: Callable[[str], None]
+) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
+    """The card's insight thresholds from --insight-threshold; 'auto' sweeps the INT8 model over
+    the training recordings (never the held-out ones the card reports on)."""
+    if args.insight_threshold == "none":
+        return None, None
+    from .evaluate import choose_insight_threshold, insight_threshold_sweep
+
+    sets = [s for s in train_sets if s]
+    if not sets:
+        return None, None
+    sweep = insight_threshold_sweep(int8, sets, max_windows=args.eval_windows, seed=11)
+    if not sweep:
+        echo("insight thresholds: no occupancy or ventilation labels in the training recordings")
+        return None, None
+    chosen = choose_insight_threshold(sweep)
+    for name, thr in chosen.items():
+        row = next(r for r in sweep[name] if r["threshold"] == thr)
+        at_half = next(r for r in sweep[name] if r["threshold"] == 0.5)
+        echo(f"insight rule: {name} when p >= {thr} (training balanced accuracy per source "
+             f"{row['balanced_accuracy']}; at 0.5: {at_half['balanced_accuracy']})")  # fmt: skip
+    return chosen, sweep
 
 
 def _bar(quiet: bool) -> Callable[..., Callable[[Any], Any] | None]:

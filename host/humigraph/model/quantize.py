@@ -24,6 +24,7 @@ from .bias_correction import correct_biases
 from .card import fp32_path_for
 from .data_types import Windows
 from .latency import _interpreter, delegation, latency_side_by_side
+from .symmetric_operands import symmetric_matmul_operands
 
 __all__ = [
     "MIN_CALIBRATION",
@@ -91,6 +92,7 @@ class Converted(NamedTuple):
     fp32: Path
     ops: list[dict[str, Any]]  # the INT8 graph's ops (check_int8)
     bias_correction: dict[str, Any] | None  # what correct_biases did; None when turned off
+    symmetric: list[dict[str, Any]]  # operands given zero point 0 (symmetric_operands.py)
 
 
 def convert(
@@ -139,12 +141,16 @@ def convert(
             raise ModelError(f"INT8 conversion failed: {str(e).strip().splitlines()[-1]}") from None
         out.write_bytes(data)
     check_int8(out)  # a float op named now, not as a failed pairing in the correction
+    symmetric = symmetric_matmul_operands(out)  # so that XNNPACK runs those BATCH_MATMULs
+    for sym in symmetric:
+        echo(f"symmetric int8 operand {sym['tensor']}: step {sym['step_before']} -> "
+             f"{sym['step_after']}")  # fmt: skip
     corrected = None
     if bias_correction:
         corrected = correct_biases(
             out, fp32, calibration, model.arch.clip_in, echo=echo, progress=progress
         )
-    return Converted(out, fp32, check_int8(out), corrected)
+    return Converted(out, fp32, check_int8(out), corrected, symmetric)
 
 
 def model_id(path: Path, name: str = "humigraph") -> str:

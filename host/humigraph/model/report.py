@@ -182,7 +182,7 @@ def task_metrics(
     }
     for k, name in enumerate(card.insights):
         m = w.y_insight_mask[:, k] > 0
-        res[name] = _binary(w.y_insight[m, k], out["insight"][m, k] >= 0.5)
+        res[name] = _binary(w.y_insight[m, k], card.insight_decision(out["insight"][m])[:, k])
     res["adjacency_auc"] = adjacency_auc(w, out["adjacency"], recs)
     return res
 
@@ -440,7 +440,13 @@ def _evaluate_section(ev: dict[str, Any]) -> list[str]:
                 f"{name}: balanced accuracy INT8 {_fmt(a.get('balanced_accuracy'))}, float "
                 f"{_fmt((b or {}).get('balanced_accuracy'))}, GBT baseline "
                 f"{_fmt(g.get('balanced_accuracy'))}; F1 {_fmt(a.get('f1'))}; base rate "
-                f"{_fmt(a.get('base_rate'))}."
+                f"{_fmt(a.get('base_rate'))}"
+                + (
+                    f"; decided at p >= {_fmt(a['threshold'])} (at 0.5: "
+                    f"{_fmt(a['at_0_5'].get('balanced_accuracy'))})."
+                    if a.get("at_0_5")
+                    else "."
+                )
             )
         if q.get("adjacency_auc") is not None:
             lines.append(f"Adjacency AUC against the true coupling: INT8 {_fmt(q['adjacency_auc'])}, "
@@ -503,6 +509,11 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
         if bc
         else "Biases as the converter wrote them (no bias correction).",
     ]
+    for sym in ev.get("symmetric_operands") or []:
+        lines.append(
+            f"Zero point 0 for {sym['tensor']} (a BATCH_MATMUL operand, so that XNNPACK runs it): "
+            f"step {sym['step_before']:g} -> {sym['step_after']:g}."
+        )
     for kind in ("int8", "fp32"):
         t = m.get("task", {}).get(kind)
         if not t:

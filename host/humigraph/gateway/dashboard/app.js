@@ -362,8 +362,10 @@
       box.appendChild(h("p", { "class": "empty", text: "Waiting for the model's first site insight…" }));
       return;
     }
-    box.appendChild(meter("occupancy", ins.occupancy));
-    box.appendChild(meter("ventilation", ins.ventilation));
+    // the label says the card's decision; the bar shows the probability behind it
+    var said = ins.detected || {};
+    box.appendChild(meter("occupancy" + (said.occupancy === undefined ? "" : said.occupancy ? ": yes" : ": no"), ins.occupancy));
+    box.appendChild(meter("ventilation" + (said.ventilation === undefined ? "" : said.ventilation ? ": yes" : ": no"), ins.ventilation));
     box.appendChild(h("p", { "class": "muted", text: "model " + (ins.model || "?") + ", " + clock(ins.ts) }));
     var faulty = devs.filter(function (d) { return S.health[d] && S.health[d].fault && S.health[d].fault !== "ok"; });
     faulty.sort(function (a, b) { return faultP(S.health[b]) - faultP(S.health[a]); });
