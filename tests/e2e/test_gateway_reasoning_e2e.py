@@ -114,6 +114,12 @@ def test_forecasts_health_insight_and_a_stuck_alert_end_to_end(
         )[-1].json()
         assert ins["graph"]["nodes"] == sorted(DEVS)
         assert 0 <= ins["occupancy"] <= 1 and 0 <= ins["ventilation"] <= 1
+        assert set(ins["detected"]) == {"occupancy", "ventilation"}
+        site_topic = "homeassistant/device/humigraph-site-home/config"
+        site = watch.wait_for(
+            lambda ms: [m for m in ms if m.topic == site_topic], 10, "the site's HA device"
+        )[-1]
+        assert len(site.json()["cmps"]) == 2  # occupancy, ventilation
 
         # retained: a client connecting now gets the latest of each
         late = Collector(broker.port, ["humigraph/home/+/forecast", "humigraph/home/insight"])

@@ -60,7 +60,7 @@ class Published:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
 
     def __call__(self, topic: str, payload: bytes, retain: bool) -> None:
-        self.messages.append((topic, json.loads(payload), retain))
+        self.messages.append((topic, json.loads(payload) if payload else None, retain))
 
     def on(self, topic: str) -> list[tuple[dict[str, Any], bool]]:
         return [(p, r) for t, p, r in self.messages if t == topic]
@@ -294,6 +294,80 @@ def test_home_assistant_discovery_merges_with_the_board_device(
     assert len({v["unique_id"] for v in cmps.values()}) == len(cmps)
     r.tick(NOW + 10)
     assert len(pub.on("homeassistant/device/kitchen-1-gw/config")) == 1  # not every tick
+
+
+def _render(template: str, payload: dict[str, Any]) -> str:
+    """A Home Assistant MQTT template, rendered as Home Assistant does (Jinja2, ``value_json``)."""
+    jinja2 = pytest.importorskip("jinja2")
+    return jinja2.Environment().from_string(template).render(value_json=payload)
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.99])
+def test_home_assistant_site_device_says_what_the_insight_detected(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, threshold: float
+) -> None:
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["insight_threshold"] = {"occupancy": threshold, "ventilation": threshold}
+    model.with_suffix(".json").write_text(json.dumps(card))
+    r, pub, _ = make(store, model, infer_interval=60)
+    r.tick(NOW)
+    ((cfg, retained),) = pub.on("homeassistant/device/humigraph-site-home/config")
+    assert retained and cfg["dev"]["ids"] == ["humigraph_site_home"]
+    cmps = cfg["cmps"]
+    assert {v["name"]: v.get("device_class") for v in cmps.values()} == {
+        "Occupancy": "occupancy",
+        "Ventilation": "window",
+    }
+    assert len({v["unique_id"] for v in cmps.values()}) == 2
+    ((ins, _),) = pub.on("humigraph/home/insight")
+    for name, c in (("occupancy", cmps["humigraph_site_home_occupancy"]),
+                    ("ventilation", cmps["humigraph_site_home_ventilation"])):  # fmt: skip
+        assert c["p"] == "binary_sensor" and c["state_topic"] == "humigraph/home/insight"
+        # the tiny model's probabilities lie between 0.01 and 0.99 (as in the test above)
+        assert _render(c["value_template"], ins) == ("ON" if threshold < 0.5 else "OFF")
+        assert json.loads(_render(c["json_attributes_template"], ins)) == {
+            "probability": ins[name],
+            "model": "tiny-a",
+        }
+        # an older gateway's retained insight, without "detected", reads as off
+        old = {k: v for k, v in ins.items() if k != "detected"}
+        assert _render(c["value_template"], old) == "OFF"
+    r.tick(NOW + 60)
+    assert len(pub.on("homeassistant/device/humigraph-site-home/config")) == 1  # not every tick
+
+
+def test_without_a_model_the_site_device_is_removed_once(store: Store) -> None:
+    """A previous run with a model may have left the site's device retained on the broker."""
+    r, pub, _ = make(store, None)
+    r.tick(NOW)
+    r.tick(NOW + 10)
+    assert pub.on("homeassistant/device/humigraph-site-home/config") == [(None, True)]
+
+
+def test_home_assistant_device_templates_render(
+    store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model)
+    r, pub, _ = make(store, model, infer_interval=60)
+    r.tick(NOW)
+    ((cfg, _),) = pub.on("homeassistant/device/kitchen-1-gw/config")
+    ((fc, _),) = pub.on("humigraph/home/kitchen-1/forecast")
+    ((health, _),) = pub.on("humigraph/home/kitchen-1/health")
+    ((alert, _),) = pub.on("humigraph/home/kitchen-1/alert")
+    by_topic = {
+        "humigraph/home/kitchen-1/forecast": fc,
+        "humigraph/home/kitchen-1/health": health,
+        "humigraph/home/kitchen-1/alert": alert,
+    }
+    for c in cfg["cmps"].values():
+        out = _render(c["value_template"], by_topic[c["state_topic"]])
+        if c["p"] == "binary_sensor":
+            assert out in ("ON", "OFF")
+        else:
+            assert float(out) in fc["t"] + fc["rh"]
 
 
 def test_api_routes(store: Store, tiny_models: tuple[Path, Path], tmp_path: Path) -> None:

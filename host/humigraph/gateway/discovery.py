@@ -10,6 +10,11 @@ humidity). The gateway never touches that topic: it publishes a second device co
 - ``fault`` binary sensor (problem) from ``<prefix>/<site>/<dev>/health``, attributes = the payload;
 - ``alert`` binary sensor (problem) from the retained ``<prefix>/<site>/<dev>/alert`` summary
   the gateway keeps for each device (rule-based alerts work without a model).
+
+Each site gets a device of its own while a model is loaded, on
+``homeassistant/device/humigraph-site-<site>/config``: one binary sensor per site insight
+(occupancy: device class ``occupancy``; ventilation: ``window``), on when the insight payload's
+``detected`` says yes (the model card's threshold), the probability as an attribute.
 """
 
 from __future__ import annotations
@@ -88,6 +93,55 @@ def config(
     }
     return {
         "dev": {"ids": [uid], "name": dev, "mf": "humigraph", "sa": site},
+        "o": {"name": "humigraph-gateway", "sw": VERSION},
+        "cmps": cmps,
+        "qos": 1,
+    }
+
+
+# Home Assistant device classes of the site insights; an insight not listed gets none.
+INSIGHT_CLASSES = {"occupancy": "occupancy", "ventilation": "window"}
+
+
+def site_uid(site: str) -> str:
+    return "humigraph_site_" + "".join(c if c.isalnum() else "_" for c in site)
+
+
+def site_topic(site: str, ha_prefix: str = "homeassistant") -> str:
+    # a discovery object id allows letters, digits, "_" and "-"
+    object_id = "".join(c if c.isalnum() or c in "_-" else "_" for c in site)
+    return f"{ha_prefix}/device/humigraph-site-{object_id}/config"
+
+
+def site_config(
+    site: str, prefix: str, insights: Sequence[str], expire_after: int
+) -> dict[str, Any]:
+    """The site device: a binary sensor per insight of the loaded model's card."""
+    uid = site_uid(site)
+    state = f"{prefix}/{site}/insight"
+    cmps: dict[str, Any] = {}
+    for name in insights:
+        cmp: dict[str, Any] = {
+            "p": "binary_sensor",
+            "name": name.capitalize(),
+            "state_topic": state,
+            # a payload without "detected" (an older gateway's, retained) reads as off
+            "value_template": (
+                f"{{{{ 'ON' if value_json.detected is defined and "
+                f"value_json.detected.{name} else 'OFF' }}}}"
+            ),
+            "json_attributes_topic": state,
+            "json_attributes_template": (
+                f'{{{{ {{"probability": value_json.{name}, "model": value_json.model}} | tojson }}}}'
+            ),
+            "unique_id": f"{uid}_{name}",
+            "expire_after": expire_after,
+        }
+        if name in INSIGHT_CLASSES:
+            cmp["device_class"] = INSIGHT_CLASSES[name]
+        cmps[f"{uid}_{name}"] = cmp
+    return {
+        "dev": {"ids": [uid], "name": f"{site} (site)", "mf": "humigraph", "sa": site},
         "o": {"name": "humigraph-gateway", "sw": VERSION},
         "cmps": cmps,
         "qos": 1,

@@ -232,6 +232,7 @@ class Reasoner:
         self.ticks = 0
         self._last_pruned = 0.0
         self._discovered: dict[str, tuple[Any, ...]] = {}
+        self._site_discovered: dict[str, tuple[Any, ...]] = {}
         self._alert_summary: dict[str, tuple[Any, ...]] = {}
         self._truncated_logged: set[str] = set()
         self._errlog = RateLimitedLog(log, period=30.0)
@@ -384,6 +385,29 @@ class Reasoner:
                 log.info("alert %s: %s", ev["state"], ev["message"])
         for d in devs:
             self._device_extras(site, d["dev"], now)
+        self._site_extras(site)
+
+    def _site_extras(self, site: str) -> None:
+        """The site's Home Assistant device (its insights) while a model is loaded. Without a
+        model, an empty retained config once: it removes a site device a previous run with a
+        model left on the broker, as the device configs drop their forecast sensors."""
+        if not self.ha_discovery:
+            return
+        rt = self.watcher.runtime
+        insights = tuple(rt.card.insights) if rt is not None else ()
+        expire = int(max(3 * self.infer_interval, 60)) + 5
+        sig = (insights, expire)
+        if self._site_discovered.get(site) == sig:
+            return
+        self._site_discovered[site] = sig
+        topic = discovery.site_topic(site, self.ha_prefix)
+        if insights:
+            self._publish(topic, discovery.site_config(site, self.prefix, insights, expire))
+        elif self.publish_fn is not None:
+            try:
+                self.publish_fn(topic, b"", True)
+            except Exception as e:  # as _publish: a broker hiccup must not lose the pass
+                self._errlog.warn("cannot publish on %s: %s", topic, e)
 
     def _device_extras(self, site: str, dev: str, now: float) -> None:
         """The retained per-device alert summary and the Home Assistant discovery config."""
