@@ -87,6 +87,10 @@ def test_source_balance_weighs_each_source_alike_in_its_own_scale() -> None:
     np.testing.assert_allclose(scale[1], 0.2 * target_scales(big.take(np.arange(10))), rtol=1e-5)
     assert weight.tolist() == pytest.approx([40 / 60, 40 / 20])
     assert float(np.mean(bal.batch(w, np.arange(40))[1])) == pytest.approx(1.0)
+    # a factor per source tilts the balance (train --source-weight); sources without one keep 1
+    tilted = SourceBalance(w, factors=(1.0, 1.0, 2.0))
+    assert tilted.weights == pytest.approx({0: 40 / 60, 2: 2 * 40 / 20})
+    assert SourceBalance(w, factors=(3.0,)).weights == pytest.approx({0: 3 * 40 / 60, 2: 40 / 20})
     # windows without a source (hand-made, or balance off): one scale for all, weight 1
     for plain in (SourceBalance(big), SourceBalance(w, enabled=False)):
         scale, weight = plain.batch(w, np.array([0, 35]))
@@ -302,6 +306,21 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
     args = parser.parse_args(["train", "--data", "nosuch:thing"])
     with pytest.raises(HumigraphError, match="nosuch:thing"):
         args.func(args)
+
+
+def test_train_source_weight_option() -> None:
+    from humigraph.errors import UsageError
+    from humigraph.model.commands import parse_source_weights
+
+    specs = ["world:1-12?days=1", "room-climate:data/rc", "uci-occupancy:data/uci"]
+    assert parse_source_weights([], specs) == (1.0, 1.0, 1.0)
+    assert parse_source_weights(["room-climate=2"], specs) == (1.0, 2.0, 1.0)
+    assert parse_source_weights(["world=0.5", "uci-occupancy=3"], specs) == (0.5, 1.0, 3.0)
+    with pytest.raises(UsageError, match=r"no --data SPEC of kind 'csv'.*room-climate"):
+        parse_source_weights(["csv=2"], specs)
+    for bad in ("room-climate=0", "room-climate=x", "=2", "room-climate"):
+        with pytest.raises(UsageError, match="KIND=W"):
+            parse_source_weights([bad], specs)
 
 
 def test_train_target_scale_option() -> None:

@@ -62,6 +62,16 @@ def register(subparsers: Any) -> None:
         "t=0.25,0.5,1 rh=1.25,2.5,5: the forecast output spans ±2 scales); ignored with --init "
         "(the base model's card is kept)",
     )
+    t.add_argument(
+        "--source-weight",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KIND=W",
+        help="weigh the --data SPECs of one kind (world, room-climate, uci-occupancy, csv, "
+        "sqlite, ...) W times in the forecast and insight losses, after every SPEC has been "
+        "made to weigh alike (default 1 each)",
+    )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -280,6 +290,29 @@ def attach_adjacency(w: Any, recs: list[Any], nodes: int) -> None:
     w.adj_true = adj
 
 
+def parse_source_weights(items: Sequence[str], specs: Sequence[str]) -> tuple[float, ...]:
+    """``["room-climate=2"]`` with the --data SPECs -> one factor per SPEC, in their order."""
+    kinds = [spec.split(":", 1)[0] for spec in specs]
+    weights: dict[str, float] = {}
+    for item in items:
+        kind, _, value = item.partition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = -1.0
+        if not kind or not w > 0:
+            raise UsageError(
+                f"--source-weight {item!r}: expected KIND=W with a positive W, e.g. room-climate=2"
+            )
+        if kind not in kinds:
+            raise UsageError(
+                f"--source-weight {item!r}: no --data SPEC of kind {kind!r} "
+                f"(the kinds given: {', '.join(dict.fromkeys(kinds))})"
+            )
+        weights[kind] = w
+    return tuple(weights.get(k, 1.0) for k in kinds)
+
+
 def parse_target_scale(items: Sequence[str]) -> dict[str, float | list[float]]:
     """``["t=0.5,1,1", "rh=5"]`` -> ``{"t": [0.5, 1.0, 1.0], "rh": 5.0}`` (the card's two forms)."""
     out: dict[str, float | list[float]] = {}
@@ -334,6 +367,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         input_clip=ArchConfig().clip_in,  # the host clips; see ModelCard.input_clip
     )
     card.validate("--target-scale")
+    source_weights = parse_source_weights(args.source_weight, args.data)
     if args.init is not None:
         from .arch import CARD_FILE
 
@@ -388,10 +422,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
+        source_weights=source_weights,
         progress=not args.quiet,
     )
     info = {
         "data": list(args.data),
+        "source_weights": list(source_weights),
         "holdout": args.holdout,
         "split_seed": args.split_seed,
         "fault_rate": args.fault_rate,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,9 @@ class TrainConfig:
     w_range: float = 1.0  # forecast-path activations beyond the int8-friendly range (arch.py)
     huber_delta: float = 0.25  # in units of each horizon's typical change (see target_scales)
     balance_sources: bool = True  # each data source weighs alike, its errors in its own scale
+    # with balance_sources, a factor per source (in --data order) on its forecast and insight
+    # weight; () = all 1 (train --source-weight)
+    source_weights: tuple[float, ...] = ()
     faulted_forecast_weight: float = 0.3  # a faulted node's forecast target is noisy; weigh it less
     l2: float = 1e-5
     permute_slots: bool = True  # shuffle a site's nodes among its slots (slot ids carry no meaning)
@@ -153,9 +156,11 @@ class SourceBalance:
     are therefore divided by that source's own typical change, and each source's windows weigh
     alike in total in the forecast and insight losses (weights average 1 over the training set).
     The fault loss keeps every window alike: weighing UCI's one office sensor like a whole
-    simulated site made its false alarms set the fault rule (docs/model.md)."""
+    simulated site made its false alarms set the fault rule (docs/model.md). ``factors`` (one
+    per source id, ``train --source-weight``) then tilt that balance; weighing Room-Climate
+    twice was tried on five seeds and dropped (docs/BENCHMARKS.md)."""
 
-    def __init__(self, w: Windows, enabled: bool = True) -> None:
+    def __init__(self, w: Windows, enabled: bool = True, factors: Sequence[float] = ()) -> None:
         self.global_scale = target_scales(w)
         src = getattr(w, "source", None)
         self.scales: dict[int, np.ndarray] = {}
@@ -165,7 +170,8 @@ class SourceBalance:
         ids, counts = np.unique(src, return_counts=True)
         for s, c in zip(ids, counts, strict=True):
             self.scales[int(s)] = target_scales(w.take(src == s))
-            self.weights[int(s)] = float(len(w) / (len(ids) * c))
+            factor = float(factors[int(s)]) if int(s) < len(factors) else 1.0
+            self.weights[int(s)] = float(len(w) / (len(ids) * c)) * factor
 
     def batch(self, w: Windows, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(fscale [B, K, 2], weight [B])`` for the windows ``idx`` of ``w``."""
@@ -368,7 +374,7 @@ def train(
         model = SiteModel(card, arch, seed=cfg.seed)
     opt = _Adam(model.weight_list, cfg.lr)
     cw = tf.constant(class_weights(train_w, len(card.fault_classes)))
-    balance = SourceBalance(train_w, cfg.balance_sources)
+    balance = SourceBalance(train_w, cfg.balance_sources, cfg.source_weights)
 
     state: dict[str, Any] = {"epoch": 0, "best_val": None, "best_epoch": 0, "bad": 0, "history": []}
     state_file = ck / "state.json"
