@@ -20,7 +20,7 @@ from humigraph.gateway.metrics import Metrics
 from humigraph.gateway.reasoner import Reasoner
 from humigraph.gateway.store import Store
 from humigraph.gateway.validate import Meta, Reading, Status
-from humigraph.model.card import ModelCard
+from humigraph.model.card import INSIGHTS, ModelCard
 
 NOW = 1764400000.0
 DEVS = ("bath-1", "hall-1", "kitchen-1")
@@ -38,10 +38,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return a, b
 
 
-def install(src: Path, dst: Path) -> None:
-    """Copies a model and its card to ``dst`` (as an operator would deploy a new one)."""
+def install(src: Path, dst: Path, **card_fields: Any) -> None:
+    """Copies a model and its card to ``dst`` (as an operator would deploy a new one), with
+    ``card_fields`` changed in the card."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src.with_suffix(".json"), dst.with_suffix(".json"))
+    card = json.loads(src.with_suffix(".json").read_text())
+    dst.with_suffix(".json").write_text(json.dumps({**card, **card_fields}))
     shutil.copyfile(src, dst)
 
 
@@ -307,10 +309,7 @@ def test_home_assistant_site_device_says_what_the_insight_detected(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, threshold: float
 ) -> None:
     model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
-    card = json.loads(model.with_suffix(".json").read_text())
-    card["insight_threshold"] = {"occupancy": threshold, "ventilation": threshold}
-    model.with_suffix(".json").write_text(json.dumps(card))
+    install(tiny_models[0], model, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((cfg, retained),) = pub.on("homeassistant/device/humigraph-site-home/config")
@@ -487,10 +486,7 @@ def test_health_follows_the_cards_fault_rule(
     """The gateway decides a sensor's class as evaluate scores it: ``ok`` unless the fault
     classes together pass the card's ``fault_threshold``."""
     model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
-    card = json.loads(model.with_suffix(".json").read_text())
-    card["fault_threshold"] = threshold
-    model.with_suffix(".json").write_text(json.dumps(card))
+    install(tiny_models[0], model, fault_threshold=threshold)
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     for dev in DEVS:
@@ -508,10 +504,7 @@ def test_insight_says_yes_by_the_cards_insight_threshold(
     """``detected`` in the insight payload is the card's rule, as evaluate scores it; the
     probabilities are published unchanged."""
     model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
-    card = json.loads(model.with_suffix(".json").read_text())
-    card["insight_threshold"] = {"occupancy": threshold, "ventilation": threshold}
-    model.with_suffix(".json").write_text(json.dumps(card))
+    install(tiny_models[0], model, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((ins, _),) = pub.on("humigraph/home/insight")
@@ -528,10 +521,7 @@ def test_a_silent_board_gets_a_forecast_but_no_fault_verdict(
     forecasts hall-1 but no longer judges its sensor: no health, no fault alert (the offline
     rule speaks for it), while the boards still reading are judged as before."""
     model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
-    card = json.loads(model.with_suffix(".json").read_text())
-    card["fault_threshold"] = 0.0  # every sensor the model judges is faulty
-    model.with_suffix(".json").write_text(json.dumps(card))
+    install(tiny_models[0], model, fault_threshold=0.0)  # every sensor judged is faulty
     later = [
         Reading("home", dev, 1, 200 + k, NOW + 10 * k, 0, 21.0 + k / 100, 45.0, True, None, "dht22")
         for k in range(1, 31)

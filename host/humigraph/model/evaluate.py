@@ -493,6 +493,13 @@ def evaluate(
 FAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.75) + tuple(round(0.8 + 0.01 * i, 2) for i in range(19))
 
 
+def _spread(recs: Sequence[Recording], card: ModelCard, max_windows: int) -> int | None:
+    """The window stride that spreads at most ``max_windows`` over the recordings; None when
+    they hold no window."""
+    total = count_windows(recs, card)
+    return max(1, math.ceil(total / max_windows)) if total else None
+
+
 def fault_threshold_sweep(
     model_path: Path | str,
     rec_sets: Sequence[Sequence[Recording]],
@@ -511,10 +518,9 @@ def fault_threshold_sweep(
     rt = Runtime(model_path, card=card)
     per_set = []
     for recs in rec_sets:
-        total = count_windows(recs, card)
-        if total == 0:
+        stride = _spread(recs, card, max_windows)
+        if stride is None:
             continue
-        stride = max(1, math.ceil(total / max_windows))
         clean = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
         injected = inject_faults(recs, rate=fault_rate, seed=seed, spike_memory_s=card.window_s)
         faulty = make_windows(
@@ -566,10 +572,9 @@ def insight_threshold_sweep(
     rt = Runtime(model_path, card=card)
     per_set = []
     for recs in rec_sets:
-        total = count_windows(recs, card)
-        if total == 0:
+        stride = _spread(recs, card, max_windows)
+        if stride is None:
             continue
-        stride = max(1, math.ceil(total / max_windows))
         w = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
         if (w.y_insight_mask > 0).any():
             per_set.append((w, _run(rt, w, ("insight",))["insight"]))
