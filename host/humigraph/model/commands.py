@@ -506,8 +506,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     card_f.extra = {**card_f.extra, "int8_model": int8.name, "int8_model_id": card_q.model_id}
     card_q.save(int8.with_suffix(".json"))
     card_f.save(fp32.with_suffix(".json"))
-    threshold, sweep = _fault_threshold(args, int8, [tr for _, tr, _ in sources], echo)
-    insight_thr, insight_sweep = _insight_threshold(args, int8, [tr for _, tr, _ in sources], echo)
+    train_sets = [tr for _, tr, _ in sources]
+    threshold, sweep = _fault_threshold(args, int8, train_sets, echo)
+    insight_thr, insight_sweep = _insight_threshold(args, int8, train_sets, echo)
     for c, path in ((card_q, int8), (card_f, fp32)):  # the gateway runs INT8: one rule for both
         c.fault_threshold = threshold
         c.insight_threshold = insight_thr
