@@ -121,6 +121,8 @@ class Runtime:
                 out[name] = (a.astype(np.float32) - zp) * scale
             else:
                 out[name] = np.asarray(a, dtype=np.float32)
+        if "forecast" in out:
+            out["forecast"] = self.card.forecast_change(out["forecast"])
         return out
 
     def ops(self) -> list[tuple[str, str]]:

@@ -307,6 +307,29 @@ def test_insight_decision_uses_the_cards_threshold_per_insight() -> None:
         ModelCard(insight_threshold={"people": 0.3}).validate()
 
 
+def test_forecast_compand_is_undone_by_forecast_change_and_keeps_the_clip_range() -> None:
+    from humigraph.model.card import forecast_compand
+
+    comp = forecast_compand(2.0)
+    card = ModelCard(forecast_compand=comp)
+    change = np.array([-2.0, -0.5, -0.01, 0.0, 0.03, 0.2, 1.7, 2.0])
+    out = comp["gain"] * np.arcsinh(change / comp["knee"])
+    np.testing.assert_allclose(card.forecast_change(out), change, atol=1e-5)
+    assert abs(out[-1] - 2.0) < 1e-5  # ±clip still means ±clip
+    # an output step stands for 0.3 of the change it did uncompanded near 0, 3 times it at ±2
+    step = 1e-3
+    near0 = card.forecast_change(np.array([step]))[0] / step
+    edge = (2.0 - card.forecast_change(np.array([2.0 - step]))[0]) / step
+    assert 0.29 < near0 < 0.31 and 2.9 < edge < 3.1
+    np.testing.assert_array_equal(ModelCard().forecast_change(out), out.astype(np.float32))
+    again = ModelCard.from_json(card.to_json())
+    assert again.forecast_compand == comp
+    with pytest.raises(ModelError, match=r"forecast_compand\.knee.*positive"):
+        ModelCard(forecast_compand={"knee": 0.0, "gain": 0.7}).validate()
+    with pytest.raises(ModelError, match=r"forecast_compand must be null or"):
+        ModelCard(forecast_compand={"knee": 0.2}).validate()
+
+
 def test_choose_insight_threshold_takes_the_best_mean_that_costs_no_source() -> None:
     sweep = {
         "occupancy": [

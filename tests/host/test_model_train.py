@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from humigraph.errors import ModelError  # noqa: E402
-from humigraph.model.card import ModelCard  # noqa: E402
+from humigraph.model.card import ModelCard, forecast_compand  # noqa: E402
 from humigraph.model.data_types import Windows  # noqa: E402
 from humigraph.model.features import encode  # noqa: E402
 
-CARD = ModelCard(model_id="tiny", nodes=8, history=16)
+# companded like the cards `humigraph train` writes
+CARD = ModelCard(model_id="tiny", nodes=8, history=16, forecast_compand=forecast_compand(2.0))
 
 
 def synthetic_windows(n: int, seed: int, labels: bool = True) -> Windows:
@@ -209,6 +210,17 @@ def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -
         assert np.abs(q["fault"] - f["fault"])[0][live].mean() < 0.05
     with pytest.raises(ModelError, match="stayed float"):
         check_int8(fp32)
+    # the runtime hands out the change (the losses' units), not the companded output
+    from humigraph.model.arch import load_model
+
+    model = load_model(trained["res"].savedmodel)
+    o = model.forward(w.x, w.node_mask)
+    change = o["change"].numpy()
+    np.testing.assert_allclose(change, CARD.forecast_change(o["forecast"].numpy()), atol=1e-5)
+    assert not np.allclose(change, o["forecast"].numpy(), atol=1e-3)
+    for i in range(len(w)):
+        f = rf.run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])
+        np.testing.assert_allclose(f["forecast"][0], change[i], atol=1e-4)
 
 
 def _linear_bias_shift(int8: Path, fp32: Path, w: Windows) -> list[np.ndarray]:

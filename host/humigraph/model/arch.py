@@ -266,6 +266,8 @@ class SiteModel(tf.Module):
             ]
         )
         forecast = tf.reshape(forecast, [-1, n, k, 2])
+        c = card.forecast_compand
+        change = forecast if not c else c["knee"] * tf.sinh(forecast * (1.0 / c["gain"]))
 
         # 4. heads
         fault_in = tf.concat([state, message - agg, rough], axis=-1)  # how it differs from them
@@ -286,6 +288,7 @@ class SiteModel(tf.Module):
         insight_logits = self._dense("ins2", tf.nn.relu(self._dense("ins1", site)))
         return {
             "forecast": forecast,
+            "change": change,  # the forecast in target scales, what the losses compare
             "fault_logits": fault_logits,
             "insight_logits": insight_logits,
             "fault": tf.nn.softmax(fault_logits, axis=-1),

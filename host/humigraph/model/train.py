@@ -197,7 +197,7 @@ def _losses(
     faulted = tf.cast(batch["y_fault"] > 0, tf.float32) * batch["y_fault_mask"]
     node_w = (1.0 - (1.0 - cfg.faulted_forecast_weight) * faulted) * ww  # [B, N]
     fm = (batch["y_forecast_mask"] * node_w[..., None])[..., None]
-    err = (out["forecast"] - batch["y_forecast"]) / batch["fscale"][:, None]
+    err = (out["change"] - batch["y_forecast"]) / batch["fscale"][:, None]
     a = tf.abs(err)
     d = cfg.huber_delta
     hub = tf.where(a <= d, 0.5 * err * err, d * (a - 0.5 * d))
