@@ -99,7 +99,8 @@ class Runtime:
         return {k: np.dtype(v["dtype"]) for k, v in self._in.items()}
 
     def run(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """Float32 inputs by name -> float32 outputs by name (batch axis kept)."""
+        """Float32 inputs by name -> float32 outputs by name (batch axis kept); ``forecast`` in
+        target scales, its companding (``card.forecast_compand``) undone."""
         feed: dict[str, np.ndarray] = {}
         for name in self.input_names:
             if name not in inputs:
