@@ -47,6 +47,13 @@ def install(src: Path, dst: Path, **card_fields: Any) -> None:
     shutil.copyfile(src, dst)
 
 
+def installed(tiny_models: tuple[Path, Path], tmp_path: Path, **card_fields: Any) -> Path:
+    """The tiny INT8 model installed at ``tmp_path/m.tflite`` (see install)."""
+    model = tmp_path / "m.tflite"
+    install(tiny_models[0], model, **card_fields)
+    return model
+
+
 def readings(dev: str, n: int = 200, interval: float = 10.0, stuck: bool = False) -> list[Any]:
     out = []
     for i in range(n):
@@ -161,8 +168,7 @@ def test_forecast_health_insight_are_published_retained_and_stored(
 def test_inference_runs_once_per_interval(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     r, pub, _ = make(store, model, infer_interval=60)
     for dt in (0, 10, 20, 59):
         r.tick(NOW + dt)
@@ -239,8 +245,7 @@ def test_a_missing_model_is_picked_up_when_it_appears(
 def test_an_inference_error_is_counted_not_raised(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     r, pub, _ = make(store, model, infer_interval=1)
     r.tick(NOW)
     rt = r.watcher.runtime
@@ -271,8 +276,7 @@ def test_restart_does_not_raise_the_same_alert_again(store: Store) -> None:
 def test_home_assistant_discovery_merges_with_the_board_device(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((cfg, retained),) = pub.on("homeassistant/device/kitchen-1-gw/config")
@@ -308,8 +312,7 @@ def _render(template: str, payload: dict[str, Any]) -> str:
 def test_home_assistant_site_device_says_what_the_insight_detected(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path, threshold: float
 ) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
+    model = installed(tiny_models, tmp_path, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((cfg, retained),) = pub.on("homeassistant/device/humigraph-site-home/config")
@@ -348,8 +351,7 @@ def test_without_a_model_the_site_device_is_removed_once(store: Store) -> None:
 def test_home_assistant_device_templates_render(
     store: Store, tiny_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((cfg, _),) = pub.on("homeassistant/device/kitchen-1-gw/config")
@@ -370,8 +372,7 @@ def test_home_assistant_device_templates_render(
 
 
 def test_api_routes(store: Store, tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     info = r.model_info()
@@ -467,8 +468,7 @@ def test_time_scale_puts_a_faster_world_on_the_models_grid(
         return real_window(series, end, card)
 
     monkeypatch.setattr(reasoner_mod, "window", spy)
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model)
+    model = installed(tiny_models, tmp_path)
     for scale, step, per_dev in ((1.0, 60, 192), (30.0, 2, 7)):
         r, pub, _ = make(store, model, infer_interval=60, time_scale=scale)
         r.tick(NOW)
@@ -485,8 +485,7 @@ def test_health_follows_the_cards_fault_rule(
 ) -> None:
     """The gateway decides a sensor's class as evaluate scores it: ``ok`` unless the fault
     classes together pass the card's ``fault_threshold``."""
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model, fault_threshold=threshold)
+    model = installed(tiny_models, tmp_path, fault_threshold=threshold)
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     for dev in DEVS:
@@ -503,8 +502,7 @@ def test_insight_says_yes_by_the_cards_insight_threshold(
 ) -> None:
     """``detected`` in the insight payload is the card's rule, as evaluate scores it; the
     probabilities are published unchanged."""
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
+    model = installed(tiny_models, tmp_path, insight_threshold=dict.fromkeys(INSIGHTS, threshold))
     r, pub, _ = make(store, model, infer_interval=60)
     r.tick(NOW)
     ((ins, _),) = pub.on("humigraph/home/insight")
@@ -520,8 +518,7 @@ def test_a_silent_board_gets_a_forecast_but_no_fault_verdict(
     """hall-1 stops reading at NOW; the others go on. Two steps (120 s) later the model still
     forecasts hall-1 but no longer judges its sensor: no health, no fault alert (the offline
     rule speaks for it), while the boards still reading are judged as before."""
-    model = tmp_path / "m.tflite"
-    install(tiny_models[0], model, fault_threshold=0.0)  # every sensor judged is faulty
+    model = installed(tiny_models, tmp_path, fault_threshold=0.0)  # every sensor judged is faulty
     later = [
         Reading("home", dev, 1, 200 + k, NOW + 10 * k, 0, 21.0 + k / 100, 45.0, True, None, "dht22")
         for k in range(1, 31)
