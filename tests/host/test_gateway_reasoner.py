@@ -559,6 +559,29 @@ def test_a_board_reading_less_often_than_the_models_grid_gets_no_fault_verdict(
     s.close()
 
 
+def test_a_model_trained_on_deep_sleep_boards_judges_them_up_to_its_cards_interval(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    """A card with max_read_interval_s 600 (training thinned boards to one read every 2-10
+    minutes): a board read every 5 minutes is judged, one read every 15 minutes is not, and a
+    board with one read announcing 10 minutes is judged (its meta speaks for its spacing)."""
+    model = installed(tiny_models, tmp_path, max_read_interval_s=600.0)
+    s = Store(tmp_path / "gw.db")
+    records: list[Any] = []
+    for dev, every, n in (("bath-1", 300.0, 7), ("hall-1", 900.0, 3), ("kitchen-1", 10.0, 1)):
+        records += readings(dev, n=n, interval=every)
+        records.append(Status("home", dev, True))
+    records.append(Meta("home", "kitchen-1", {"interval": 600, "fw": "0.1.0"}))
+    s.write_batch(records, now=NOW)
+    r, pub, _ = make(s, model, infer_interval=60)
+    r.tick(NOW + 30)
+    assert len(pub.on("humigraph/home/bath-1/health")) == 1
+    assert len(pub.on("humigraph/home/kitchen-1/health")) == 1
+    assert pub.on("humigraph/home/hall-1/health") == []
+    assert len(pub.on("humigraph/home/hall-1/forecast")) == 1
+    s.close()
+
+
 def test_a_board_announcing_an_interval_longer_than_the_window_gets_no_fault_verdict(
     tmp_path: Path, tiny_models: tuple[Path, Path]
 ) -> None:

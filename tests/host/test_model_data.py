@@ -236,6 +236,38 @@ def test_thin_node_keeps_one_read_per_period_with_its_truth_and_labels() -> None
     assert len(r.ts[1]) == 8640
 
 
+def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded() -> None:
+    """Training's deep-sleep boards (commands.thin_some): seeded per recording, about the asked
+    share of nodes thinned to one of the periods, the input untouched; fraction 0 is a no-op."""
+    from humigraph.model.commands import SLEEP_PERIODS_S, thin_some
+
+    recs = [ramp(n_steps=60, nodes=8, name=f"r{k}") for k in range(40)]
+    a = thin_some(recs, seed=3)
+    b = thin_some(list(reversed(recs)), seed=3)[::-1]  # by name, not by order
+    thinned, periods = 0, set()
+    for src, x, y in zip(recs, a, b, strict=True):
+        assert len(src.ts[0]) == 60  # the input keeps every read
+        for i in range(8):
+            np.testing.assert_array_equal(x.ts[i], y.ts[i])
+            if len(x.ts[i]) < 60:
+                thinned += 1
+                gap = float(np.diff(x.ts[i])[0])
+                assert gap in SLEEP_PERIODS_S
+                periods.add(gap)
+                np.testing.assert_array_equal(x.t[i], src.t[i][np.isin(src.ts[i], x.ts[i])])
+    assert 0.05 < thinned / (40 * 8) < 0.15 and periods == set(SLEEP_PERIODS_S)
+    # the thinned boards get no injected fault (inject.inject_faults reads the list)
+    for src, x in zip(recs, a, strict=True):
+        short = [i for i in range(8) if len(x.ts[i]) < len(src.ts[i])]
+        assert x.meta.get("no_faults", []) == short
+
+    def pattern(out: list[Recording]) -> list[int]:
+        return [len(ts) for r in out for ts in r.ts]
+
+    assert pattern(thin_some(recs, seed=4)) != pattern(a)  # another epoch thins other boards
+    assert all(x is src for x, src in zip(thin_some(recs, seed=3, fraction=0.0), recs, strict=True))
+
+
 def test_world_days_split_and_options() -> None:
     recs = load("world:1-2?days=2&rooms=2&condensation=0", limit_days=1)
     assert [r.name for r in recs] == ["world:1/day0", "world:2/day0"]
@@ -332,6 +364,22 @@ def test_each_kind_has_its_signature() -> None:
             assert 0.2 < d_t.std() < 2.0
         else:
             assert (~out.ok[0][on]).mean() > 0.3 and np.isnan(out.t[0][~out.ok[0]]).all()
+
+
+def test_injection_spares_the_nodes_listed_in_no_faults_and_keeps_the_others_stretches() -> None:
+    """Training's deep-sleep boards stay healthy; the other nodes' fault stretches stay put (the
+    kinds, taken in turn, move up)."""
+    (every,) = inject_faults([noisy()], rate=1.0, seed=7)
+    rec = noisy()
+    rec.meta["no_faults"] = [1, 3]
+    (out,) = inject_faults([rec], rate=1.0, seed=7)
+    assert [d["node"] for d in out.meta["injected"]] == [rec.nodes[0], rec.nodes[2]]
+    stretches = [(d["node"], d["onset"], d["end"]) for d in every.meta["injected"]]
+    assert [(d["node"], d["onset"], d["end"]) for d in out.meta["injected"]] == stretches[::2]
+    for i in (1, 3):
+        np.testing.assert_array_equal(out.t[i], rec.t[i])
+        assert (out.faults[i][1] == 0).all()
+    np.testing.assert_array_equal(out.t[0], every.t[0])  # the first node's kind is the same
 
 
 def test_injection_rate_zero_keeps_values_and_labels_ok() -> None:

@@ -330,6 +330,19 @@ def test_forecast_compand_is_undone_by_forecast_change_and_keeps_the_clip_range(
         ModelCard(forecast_compand={"knee": 0.2}).validate()
 
 
+def test_max_read_interval_round_trips_sets_the_judged_spacing_and_must_be_positive() -> None:
+    card = ModelCard(max_read_interval_s=600.0)
+    assert ModelCard.from_json(card.to_json()).max_read_interval_s == 600.0
+    assert ModelCard.from_json(ModelCard().to_json()).max_read_interval_s is None
+    # the gateway's limit: the card's interval and half a step, else 1.5 steps; with the clock
+    # run 10x faster (--time-scale 10) the card's seconds shrink with the step
+    assert card.judged_spacing_s() == 630.0 and ModelCard().judged_spacing_s() == 90.0
+    assert card.judged_spacing_s(6.0) == 63.0
+    for bad in (0, -60, "600", True):
+        with pytest.raises(ModelError, match=r"max_read_interval_s must be null or positive"):
+            ModelCard(max_read_interval_s=bad).validate()  # type: ignore[arg-type]
+
+
 def test_choose_insight_threshold_takes_the_best_mean_that_costs_no_source() -> None:
     sweep = {
         "occupancy": [

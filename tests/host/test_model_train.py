@@ -315,6 +315,9 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--epochs", "0"])
     with pytest.raises(UsageError, match="--epochs"):
         args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fraction", "1.5"])
+    with pytest.raises(UsageError, match="--sleep-fraction"):
+        args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing"])
     with pytest.raises(HumigraphError, match="nosuch:thing"):
         args.func(args)
@@ -458,6 +461,8 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     md = out.with_suffix(".md").read_text()
     assert card.model_id in md and "Parity: INT8 against float32" in md
     assert "| SOFTMAX x2 |" in md  # the ops XNNPACK leaves outside, in the Files table
+    spacing = f"at most {card.judged_spacing_s():g} s apart"  # the gateway's limit, from the card
+    assert spacing in md and "called faulty (120 / 300 / 600 s between reads)" in md
     Runtime(out).run(
         x=np.zeros(card.input_shapes["x"]), node_mask=np.ones(card.input_shapes["node_mask"])
     )
@@ -498,6 +503,8 @@ def test_cli_fine_tunes_on_a_single_recording_split_in_time(trained: dict, tmp_p
     assert tuned.card.nodes == CARD.nodes and tuned.card.history == CARD.history
     assert tuned.card.training["init"] == str(trained["res"].savedmodel)
     assert tuned.card.training["val_windows"] > 0
+    # trained with deep-sleep boards (the default), so the gateway may judge boards this sparse
+    assert tuned.card.max_read_interval_s == 600.0
 
 
 def test_time_split_cuts_every_series_at_one_instant() -> None:

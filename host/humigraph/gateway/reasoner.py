@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..model.card import card_path, load_card
+from ..model.card import SPARSE_STEPS, card_path, load_card
 from ..model.features import decode_forecast, window
 from . import derived, discovery
 from .alerts import Alert, AlertConfig, AlertEngine, DeviceView, Sample
@@ -56,7 +56,6 @@ YIELD_S = 0.002  # at least this long,
 YIELD_MAX_S = 0.2  # at most this long; in between, spread over half the tick (see tick())
 PRUNE_EVERY_S = 3600.0
 SILENT_STEPS = 2  # a board with no read in this many model steps gets no fault verdict
-SPARSE_STEPS = 1.5  # nor one whose reads in the window lie further apart than this (median)
 
 Publish = Callable[[str, bytes, bool], None]  # (topic, payload, retain); QoS 1
 
@@ -458,12 +457,13 @@ class Reasoner:
         grid = card
         if self.time_scale != 1.0:
             grid = dataclasses.replace(card, step_s=card.step_s / self.time_scale)  # type: ignore[arg-type]
+        spacing_s = card.judged_spacing_s(grid.step_s)
         series, judged = [], []
         for dev in nodes:
             rows = derived.readings_between(conn, dev, now - grid.window_s, now)
             arr = _arrays(rows)
             series.append(arr)
-            judged.append(_judgeable(arr[0], now, grid.step_s, announced[dev]))
+            judged.append(_judgeable(arr[0], now, grid.step_s, announced[dev], spacing_s))
         enc = window(series, now, grid)
         if not enc.mask.any():
             return {}  # nobody reported within the window: nothing to reason about
@@ -622,23 +622,31 @@ def _interval(meta: dict[str, Any]) -> float | None:
     return float(v) if _is_num(v) and v > 0 else None
 
 
-def _judgeable(ts: np.ndarray, now: float, step_s: float, interval_s: float | None = None) -> bool:
+def _judgeable(
+    ts: np.ndarray,
+    now: float,
+    step_s: float,
+    interval_s: float | None = None,
+    spacing_s: float | None = None,
+) -> bool:
     """Whether the model's fault verdict on a board means anything (docs/gateway-reasoning.md).
 
     Not for a board silent for SILENT_STEPS steps: training never asks the model about one
     (model.data masks a label older than two steps), and its verdicts on one were mostly
-    "stuck" or "drift". Nor for a board reading less often than the model's grid (deep sleep
-    with a long interval): training has boards reading every 4-60 s, and a healthy one read every
-    5 minutes among boards reading as usual was called faulty in 49 % of held-out Room-Climate
-    windows (evaluate's sparse_reads; the model before: 38 %, "drift"). The board's announced interval (meta) decides as well:
-    a board reading less often than once per window shows one read or none, so its reads'
-    spacing cannot. The rule-based alerts and the offline alert still cover both."""
+    "stuck" or "drift". Nor for a board reading less often than training showed the fault head,
+    the card's ``judged_spacing_s`` (``spacing_s``; the default: SPARSE_STEPS steps, a card
+    without deep-sleep boards in training, whose model called a healthy board read every 5
+    minutes among boards reading as usual faulty in 35 % of held-out Room-Climate windows,
+    evaluate's sparse_reads). The board's announced interval (meta) decides as well: a board
+    reading less often than once per window shows one read or none, so its reads' spacing
+    cannot. The rule-based alerts and the offline alert still cover both."""
     if not len(ts) or now - float(ts.max()) >= SILENT_STEPS * step_s:
         return False
-    if interval_s is not None and interval_s > SPARSE_STEPS * step_s:
+    limit = SPARSE_STEPS * step_s if spacing_s is None else spacing_s
+    if interval_s is not None and interval_s > limit:
         return False
     spacing = np.diff(np.unique(ts))
-    return not (len(spacing) and float(np.median(spacing)) > SPARSE_STEPS * step_s)
+    return not (len(spacing) and float(np.median(spacing)) > limit)
 
 
 def _arrays(rows: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

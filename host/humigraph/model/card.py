@@ -39,6 +39,11 @@ INSIGHTS = ("occupancy", "ventilation")
 OUTPUTS = ("forecast", "fault", "insight", "adjacency", "router")
 
 
+# a card without max_read_interval_s was trained on boards reading every 4-60 s: the gateway
+# judges boards whose reads lie at most this many steps apart
+SPARSE_STEPS = 1.5
+
+
 @dataclass
 class ModelCard:
     name: str = "humigraph"
@@ -84,6 +89,11 @@ class ModelCard:
     # scales (forecast_change(); forecast_compand() below): the int8 steps are fine near 0, where
     # a quiet room's forecast lives, and coarse at the clip. None (older cards): out = change.
     forecast_compand: dict[str, float] | None = None
+    # The longest interval, in seconds, between a healthy board's reads that training showed the
+    # fault head (deep-sleep boards, commands.thin_some). The gateway judges boards whose reads
+    # lie at most this far apart (judged_spacing_s). None (older cards, or trained with
+    # --sleep-fraction 0): boards reading at the grid's pace only.
+    max_read_interval_s: float | None = None
     quantization: str = "int8"  # "int8" | "float32"
     # Measured numbers (filled by quantize / evaluate); free-form JSON objects.
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -133,6 +143,19 @@ class ModelCard:
         if not c:
             return a
         return (c["knee"] * np.sinh(a.astype(np.float64) / c["gain"])).astype(np.float32)
+
+    def judged_spacing_s(self, step_s: float | None = None) -> float:
+        """The widest median spacing of a board's reads at which the fault head's verdict on it
+        means something (gateway.reasoner._judgeable): ``max_read_interval_s`` and half a step
+        (a sleeping board wakes a little late), at least SPARSE_STEPS steps. ``step_s`` is the
+        grid's step where the gateway runs the clock faster (``--time-scale``); the card's
+        seconds scale with it."""
+        step = float(self.step_s if step_s is None else step_s)
+        limit = SPARSE_STEPS * step
+        if self.max_read_interval_s is not None:
+            gap = self.max_read_interval_s * step / self.step_s
+            limit = max(limit, gap + 0.5 * step)
+        return limit
 
     def fault_decision(self, probs: np.ndarray) -> np.ndarray:
         """Class index per node from the ``fault`` output's probabilities ``[..., classes]``:
@@ -233,6 +256,11 @@ class ModelCard:
             for key, v in comp.items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                     raise bad(f"forecast_compand.{key}", f"must be a positive number, got {v!r}")
+        gap = self.max_read_interval_s
+        if gap is not None and (
+            isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap > 0
+        ):
+            raise bad("max_read_interval_s", f"must be null or positive seconds, got {gap!r}")
         for tgt in self.targets:
             v = self.target_scale.get(tgt) if isinstance(self.target_scale, dict) else None
             values = list(v) if isinstance(v, (list, tuple)) else [v]

@@ -96,7 +96,9 @@ def inject_faults(
     Recordings without truth get their pre-injection readings as the reference (``truth_t``,
     ``truth_rh``), so forecast targets stay those of the healthy sensor. Labels already present
     (a world's) are kept outside the injected stretches. Each recording's faults depend only on
-    ``seed`` and its name. The injections are listed in ``rec.meta["injected"]``.
+    ``seed`` and its name. The injections are listed in ``rec.meta["injected"]``. Nodes listed
+    in ``rec.meta["no_faults"]`` get none (training's deep-sleep boards, commands.thin_some);
+    the others keep the stretches they get without the list (the kinds, taken in turn, move up).
 
     Labels cover the stretch, except for spikes: those are labelled from the stretch's first
     spike until ``spike_memory_s`` (pass the model's window, ``card.window_s``) after its last,
@@ -126,6 +128,7 @@ def _inject_one(
     # kinds cycle through a per-recording shuffle: a recording's faults are of different kinds,
     # which keeps every kind represented when there are only a few faults
     order = [kinds[k] for k in rng.permutation(len(kinds))]
+    spared = set(rec.meta.get("no_faults", ()))
     for i, node in enumerate(out.nodes):
         ts = out.ts[i]
         if len(ts) < 2:
@@ -137,7 +140,7 @@ def _inject_one(
             # draw everything each segment so one node's choices do not shift another's
             hit, frac, where = rng.random(), rng.uniform(0.25, 0.75), rng.random()
             sub = np.random.default_rng(rng.integers(2**63))
-            if hit >= rate:
+            if hit >= rate or i in spared:
                 continue
             length = s1 - s0
             dur = min(length, max(MIN_FAULT_S, frac * length))

@@ -431,6 +431,7 @@ def _evaluate_section(ev: dict[str, Any]) -> list[str]:
                          f"{_fmt(af.get('macro_f1'))}; false alarms INT8 "
                          f"{_fmt(aq.get('false_alarms_per_node_day'))}, float "
                          f"{_fmt(af.get('false_alarms_per_node_day'))}.")  # fmt: skip
+        lines += _sparse_lines(fq)
         for name in ("occupancy", "ventilation"):
             a, b = q.get(name), f.get(name)
             if not a:
@@ -455,6 +456,32 @@ def _evaluate_section(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sparse_lines(fq: dict[str, Any]) -> list[str]:
+    """evaluate's after_start and sparse_reads (healthy boards the gateway would judge, called
+    faulty) as one sentence each."""
+    lines = []
+    for key, what, unit in (
+        ("after_start", "A healthy board called faulty after it starts reading", "minutes"),
+        ("sparse_reads", "A healthy board reading once per period called faulty", "period_s"),
+    ):
+        entry = fq.get(key) or {}
+        xs = entry.get(unit)
+        if not xs:
+            continue
+        label = "minutes after the start" if unit == "minutes" else "s between reads"
+        rates = {
+            variant: " / ".join(
+                _fmt(r) for r in (entry.get(variant) or {}).get("false_fault_rate", [])
+            )
+            for variant in ("one_board", "whole_site")
+        }
+        lines.append(
+            f"{what} ({' / '.join(str(x) for x in xs)} {label}), INT8: one board among boards "
+            f"reading as usual {rates['one_board']}; every board {rates['whole_site']}."
+        )
+    return lines
+
+
 def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
     """The human-readable model card (``humigraph-int8.md``) from the card's measured metrics."""
     m = card.metrics
@@ -465,6 +492,14 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
         f"{card.nodes} node slots, {card.history} steps of {card.step_s} s, "
         f"forecasts at {', '.join(f'+{h // 60} min' for h in card.horizons_s)}, "
         f"fault classes {', '.join(card.fault_classes)}, insights {', '.join(card.insights)}.",
+        (
+            f"Trained with boards reading as seldom as every {card.max_read_interval_s:g} s "
+            "(deep sleep)"
+            if card.max_read_interval_s
+            else "Trained on boards reading every minute or more often"
+        )
+        + f": the gateway judges a board's health while its reads lie at most "
+        f"{card.judged_spacing_s():g} s apart (median).",
         "All numbers below were measured by `humigraph quantize` when this file was written.",
         "",
         "## Files",
