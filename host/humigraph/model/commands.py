@@ -264,6 +264,7 @@ def thin_some(
 
     out = []
     for rec in recs:
+        # + 1: inject_faults seeds its stream with name_seed(seed, name) itself; keep them apart
         rng = np.random.default_rng(name_seed(seed, rec.name) + 1)
         picks = [(rng.random() < fraction, float(rng.choice(periods_s))) for _ in rec.nodes]
         if not any(p for p, _ in picks):
