@@ -113,6 +113,45 @@ def test_ridge_learns_the_slope_from_training_windows() -> None:
     assert err < 0.2 * np.abs(test.y_forecast[m]).mean()
 
 
+def test_pooled_sources_weigh_alike_and_pull_the_ridge_toward_each_other() -> None:
+    from humigraph.model.baselines import _alike
+
+    w = _alike([10, 30, 0])
+    assert len(w) == 40 and w[:10].sum() == pytest.approx(w[10:].sum())
+    assert w.mean() == pytest.approx(1.0)
+    assert _alike([25]) is None
+    card = ModelCard()
+    ramps = make_windows([ramp(f"r{i}", s) for i, s in enumerate((0.01, -0.02, 0.03))], card)
+    # a second, larger source whose trends turn back, as the simulator's DHT22 jitter does
+    # beside Room-Climate's smooth rooms
+    slopes = (0.02, -0.01, 0.01, -0.03) * 3
+    back = make_windows([ramp(f"b{i}", s) for i, s in enumerate(slopes)], card)
+    back.y_forecast = -back.y_forecast
+    test = make_windows([ramp("t", 0.015)], card)
+    m = test.y_forecast_mask > 0
+    alone = forecast_baselines(test, card, fit_baselines(ramps, card))["ridge"]
+    pooled = forecast_baselines(test, card, fit_baselines(ramps, card, pooled=[back]))["ridge"]
+    truth = np.abs(test.y_forecast[m]).mean()
+    assert np.abs(alone - test.y_forecast)[m].mean() < 0.2 * truth
+    # by rows the turning source would win (twelve recordings against three) and the ridge
+    # would forecast the turn; weighed alike, the pooled ridge keeps a part of the trend
+    assert np.abs(pooled[m]).mean() < 0.4 * np.abs(alone[m]).mean()
+    kept = float(np.mean(pooled[m] * alone[m])) / float(np.mean(alone[m] ** 2))
+    assert 0.0 < kept < 0.5
+    assert np.abs(pooled - test.y_forecast)[m].mean() > 0.5 * truth
+
+
+def test_baselines_cli_pools_other_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    from humigraph.model.baselines import main
+
+    spec, other = "world:1-3?days=1&rooms=3", "world:4-5?days=1&rooms=3"
+    assert main(["--data", spec, "--pool", other, "--stride", "30", "--pool-stride", "30"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["data"] == spec and rep["pooled_with"] == [other]
+    assert rep["forecast"]["300"]["t"]["ridge"] is not None
+    assert set(rep["forecast"]["300"]["t"]) == {"persistence", "linear", "ridge"}
+
+
 # ---------------------------------------------------------------- evaluate() on a real .tflite
 
 

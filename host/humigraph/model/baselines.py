@@ -6,7 +6,9 @@ windows). Insights: gradient-boosted trees (scikit-learn ``HistGradientBoostingC
 site's temperature and humidity slopes. Forecasts are returned in the model's units: change from
 the node's last value divided by ``card.scale_array()`` (``[W, nodes, K, 2]``).
 
-Run ``python -m humigraph.model.baselines --data SPEC`` for a held-out report.
+Run ``python -m humigraph.model.baselines --data SPEC`` for a held-out report; ``--pool SPEC...``
+fits the baselines on other sources' training windows too, each source weighing alike as in
+``humigraph train``, to show what sharing one model across sources costs a baseline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,31 +137,79 @@ def healthy(w: Windows) -> np.ndarray:
     return (w.node_mask > 0) & ~((w.y_fault_mask > 0) & (w.y_fault != 0))
 
 
-def fit_baselines(train: Windows, card: ModelCard, *, seed: int = 0) -> FittedBaselines:
-    """Fits the ridge forecasts and the GBT insight classifiers on training windows."""
+def _alike(sizes: Sequence[int]) -> np.ndarray | None:
+    """Sample weights under which each part weighs alike in total (mean 1); None for one part."""
+    if len(sizes) < 2:
+        return None
+    total, used = sum(sizes), sum(1 for n in sizes if n)
+    return np.concatenate([np.full(n, total / (used * n)) for n in sizes if n])
+
+
+def fit_baselines(
+    train: Windows, card: ModelCard, *, seed: int = 0, pooled: Sequence[Windows] = ()
+) -> FittedBaselines:
+    """Fits the ridge forecasts and the GBT insight classifiers on training windows.
+
+    ``pooled``: other sources' training windows to fit on as well. As in training the model
+    (``train.SourceBalance``), each source weighs alike, and each source's forecast targets are
+    divided by its own mean absolute change, so a slow room is not a rounding error beside a
+    fast one; the ridge's forecasts come back in ``train``'s scale."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import Ridge
 
     fitted = FittedBaselines()
-    feats = _ridge_features(train, card)
-    alive = healthy(train)  # a stuck or spiking sensor's targets would teach the ridge noise
+    parts = [train, *pooled]
+    feats = [_ridge_features(w, card) for w in parts]
+    # a stuck or spiking sensor's targets would teach the ridge noise
+    alive = [healthy(w) for w in parts]
     for k in range(len(card.horizons_s)):
-        rows = alive & (train.y_forecast_mask[..., k] > 0)
-        if rows.sum() < 10:
+        rows = [a & (w.y_forecast_mask[..., k] > 0) for a, w in zip(alive, parts, strict=True)]
+        if rows[0].sum() < 10:
             continue
+        weight = _alike([int(r.sum()) for r in rows])
         for j in range(2):
-            fitted.ridge[(k, j)] = Ridge(alpha=1.0).fit(
-                feats[rows], train.y_forecast[..., k, j][rows]
+            ys = [w.y_forecast[..., k, j][r] for w, r in zip(parts, rows, strict=True)]
+            if weight is None:
+                fitted.ridge[(k, j)] = Ridge(alpha=1.0).fit(feats[0][rows[0]], ys[0])
+                continue
+            scale = [max(float(np.abs(y).mean()), 1e-6) if len(y) else 1.0 for y in ys]
+            model = Ridge(alpha=1.0).fit(
+                np.concatenate([f[r] for f, r in zip(feats, rows, strict=True)]),
+                np.concatenate([y / s for y, s in zip(ys, scale, strict=True)]),
+                sample_weight=weight,
             )
-    x = insight_features(train, card)
+            fitted.ridge[(k, j)] = _Rescaled(model, scale[0])
+    xs = [insight_features(w, card) for w in parts]
     for i in range(len(card.insights)):
-        rows = train.y_insight_mask[:, i] > 0
-        y = train.y_insight[rows, i]
-        if rows.sum() < 10 or len(np.unique(y)) < 2:
+        rows = [w.y_insight_mask[:, i] > 0 for w in parts]
+        y = train.y_insight[rows[0], i]
+        if rows[0].sum() < 10 or len(np.unique(y)) < 2:
             continue
         clf = HistGradientBoostingClassifier(max_iter=200, random_state=seed)
-        fitted.gbt[i] = clf.fit(x[rows], y.astype(int))
+        fitted.gbt[i] = clf.fit(
+            np.concatenate([x[r] for x, r in zip(xs, rows, strict=True)]),
+            np.concatenate([w.y_insight[r, i] for w, r in zip(parts, rows, strict=True)]).astype(
+                int
+            ),
+            sample_weight=_alike([int(r.sum()) for r in rows]),
+        )
     return fitted
+
+
+def _round4(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+@dataclass
+class _Rescaled:
+    """A ridge fitted on targets in units of one source's typical change, predicting in the
+    card's units again."""
+
+    model: Any
+    scale: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict(x) * self.scale
 
 
 def forecast_baselines(
@@ -195,12 +246,18 @@ def _mae(pred: np.ndarray, w: Windows, card: ModelCard, k: int, j: int) -> float
 
 
 def baseline_report(
-    train: Windows, test: Windows, card: ModelCard, *, seed: int = 0
+    train: Windows,
+    test: Windows,
+    card: ModelCard,
+    *,
+    seed: int = 0,
+    pooled: Sequence[Windows] = (),
 ) -> dict[str, Any]:
-    """Held-out MAE of every forecast baseline and the GBT insight scores, as JSON data."""
-    from .evaluate import binary_scores
+    """Held-out MAE of every forecast baseline and the GBT insight scores, as JSON data
+    (``pooled``: see :func:`fit_baselines`)."""
+    from .evaluate import binary_scores, roc_auc
 
-    fitted = fit_baselines(train, card, seed=seed)
+    fitted = fit_baselines(train, card, seed=seed, pooled=pooled)
     preds = forecast_baselines(test, card, fitted)
     forecast: dict[str, Any] = {}
     for k, h in enumerate(card.horizons_s):
@@ -213,9 +270,14 @@ def baseline_report(
     insights: dict[str, Any] = {}
     for i, name in enumerate(card.insights):
         rows = (test.y_insight_mask[:, i] > 0) & np.isfinite(probs[:, i])
-        insights[name] = (
-            binary_scores(test.y_insight[rows, i], probs[rows, i] >= 0.5) if rows.any() else None
-        )
+        if not rows.any():
+            insights[name] = None
+            continue
+        y = test.y_insight[rows, i]
+        insights[name] = {
+            **binary_scores(y, probs[rows, i] >= 0.5),
+            "auc": _round4(roc_auc(y, probs[rows, i])),
+        }
     return {
         "windows": {"train": len(train), "test": len(test)},
         "forecast": forecast,
@@ -224,7 +286,8 @@ def baseline_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m humigraph.model.baselines --data SPEC [--holdout 0.2] [--seed 0]``."""
+    """``python -m humigraph.model.baselines --data SPEC [--pool SPEC...] [--holdout 0.2]
+    [--seed 0]``."""
     from .data import load, make_windows, split
 
     ap = argparse.ArgumentParser(prog="python -m humigraph.model.baselines")
@@ -232,13 +295,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stride", type=int, default=1, help="window stride in steps")
+    ap.add_argument(
+        "--pool",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help="fit on these SPECs' training recordings too, each source weighing alike (as "
+        "humigraph train does); the report stays on --data's held-out recordings",
+    )
+    ap.add_argument(
+        "--pool-stride",
+        type=int,
+        default=5,
+        help="window stride of the --pool SPECs (5: a simulated day gives 1440 windows at 1)",
+    )
     args = ap.parse_args(argv)
     card = ModelCard()
     train_recs, test_recs = split(load(args.data), holdout=args.holdout, seed=args.seed)
     train = make_windows(train_recs, card, stride_steps=args.stride)
     test = make_windows(test_recs, card, stride_steps=args.stride)
-    rep = baseline_report(train, test, card, seed=args.seed)
+    pooled = [
+        make_windows(
+            split(load(spec), holdout=args.holdout, seed=args.seed)[0],
+            card,
+            stride_steps=args.pool_stride,
+        )
+        for spec in args.pool
+    ]
+    rep = baseline_report(train, test, card, seed=args.seed, pooled=pooled)
     rep["data"] = args.data
+    rep["pooled_with"] = args.pool
     rep["recordings"] = {"train": len(train_recs), "test": sorted(r.name for r in test_recs)}
     json.dump(rep, sys.stdout, indent=1)
     print()
