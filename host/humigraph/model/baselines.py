@@ -196,10 +196,6 @@ def fit_baselines(
     return fitted
 
 
-def _round4(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
 @dataclass
 class _Rescaled:
     """A ridge fitted on targets in units of one source's typical change, predicting in the
@@ -255,7 +251,7 @@ def baseline_report(
 ) -> dict[str, Any]:
     """Held-out MAE of every forecast baseline and the GBT insight scores, as JSON data
     (``pooled``: see :func:`fit_baselines`)."""
-    from .evaluate import binary_scores, roc_auc
+    from .evaluate import _round, binary_scores, roc_auc
 
     fitted = fit_baselines(train, card, seed=seed, pooled=pooled)
     preds = forecast_baselines(test, card, fitted)
@@ -276,7 +272,7 @@ def baseline_report(
         y = test.y_insight[rows, i]
         insights[name] = {
             **binary_scores(y, probs[rows, i] >= 0.5),
-            "auc": _round4(roc_auc(y, probs[rows, i])),
+            "auc": _round(roc_auc(y, probs[rows, i])),
         }
     return {
         "windows": {"train": len(train), "test": len(test)},
