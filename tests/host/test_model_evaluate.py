@@ -152,6 +152,14 @@ def test_baselines_cli_pools_other_specs(capsys: pytest.CaptureFixture[str]) -> 
     assert set(rep["forecast"]["300"]["t"]) == {"persistence", "linear", "ridge"}
 
 
+def test_baselines_cli_names_a_bad_spec_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from humigraph.model.baselines import main
+
+    assert main(["--data", "world:1?days=1&rooms=3", "--pool", "bogus:x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'bogus:x': unknown data SPEC" in err
+
+
 # ---------------------------------------------------------------- evaluate() on a real .tflite
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import HumigraphError
 from .card import ModelCard
 from .data_types import Windows
 from .features import denormalize, unclip
@@ -284,8 +285,6 @@ def baseline_report(
 def main(argv: list[str] | None = None) -> int:
     """``python -m humigraph.model.baselines --data SPEC [--pool SPEC...] [--holdout 0.2]
     [--seed 0]``."""
-    from .data import load, make_windows, split
-
     ap = argparse.ArgumentParser(prog="python -m humigraph.model.baselines")
     ap.add_argument("--data", required=True, help="a data SPEC (room-climate:DIR, world:SEED, ...)")
     ap.add_argument("--holdout", type=float, default=0.2)
@@ -306,6 +305,19 @@ def main(argv: list[str] | None = None) -> int:
         help="window stride of the --pool SPECs (5: a simulated day gives 1440 windows at 1)",
     )
     args = ap.parse_args(argv)
+    try:
+        rep = _report(args)
+    except HumigraphError as e:  # one line, as the humigraph command gives it
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    json.dump(rep, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load, make_windows, split
+
     card = ModelCard()
     train_recs, test_recs = split(load(args.data), holdout=args.holdout, seed=args.seed)
     train = make_windows(train_recs, card, stride_steps=args.stride)
@@ -322,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     rep["data"] = args.data
     rep["pooled_with"] = args.pool
     rep["recordings"] = {"train": len(train_recs), "test": sorted(r.name for r in test_recs)}
-    json.dump(rep, sys.stdout, indent=1)
-    print()
-    return 0
+    return rep
 
 
 if __name__ == "__main__":
