@@ -59,8 +59,11 @@ def test_a_flooding_board_is_throttled_and_the_others_are_not(broker: Any, tmp_p
                 infos.append(
                     flood.publish("humigraph/home/flood-1/state", reading("flood-1", seq, t0), 1)
                 )
-                if seq % 10 == 0:  # calm-1 meanwhile: 30 readings at ~its own pace
-                    seq_c = seq // 10
+                # calm-1 meanwhile: 15 readings. With its meta that is under the burst, so
+                # however late and bunched they reach the gateway (on a loaded machine 2 of 30
+                # were dropped once) its own limit cannot bite; a limit shared with flood-1 would.
+                if seq % 20 == 0:
+                    seq_c = seq // 20
                     infos.append(
                         calm.publish("humigraph/home/calm-1/state", reading("calm-1", seq_c, t0), 1)
                     )
@@ -78,7 +81,7 @@ def test_a_flooding_board_is_throttled_and_the_others_are_not(broker: Any, tmp_p
             for c in (flood, calm):
                 c.loop_stop()
                 c.disconnect()
-        total = 2 + 300 + 30 + 100
+        total = 2 + 300 + 15 + 100
         wait(lambda: gw.metrics.messages_received >= total, 20, "every message")
         wait(lambda: gw.queue_depth() == 0, 20, "the commits")
         time.sleep(0.3)
@@ -94,7 +97,7 @@ def test_a_flooding_board_is_throttled_and_the_others_are_not(broker: Any, tmp_p
             topics = {t for (t,) in conn.execute("SELECT topic FROM quarantine")}
         finally:
             conn.close()
-        assert per_dev["calm-1"] == 30  # unaffected
+        assert per_dev["calm-1"] == 15  # unaffected
         live_kept = per_dev["flood-1"] - 100  # the replayed buffer all stored
         elapsed = time.time() - t0
         # the burst (minus the meta message), plus at most 1/s since
