@@ -242,6 +242,8 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
     from humigraph.model.commands import SLEEP_PERIODS_S, thin_some
 
     recs = [ramp(n_steps=60, nodes=8, name=f"r{k}") for k in range(40)]
+    for rec in recs:  # a read every 20 s, so that every period, one minute included, thins
+        rec.ts = [T0 + 20.0 * np.arange(len(ts)) for ts in rec.ts]
     a = thin_some(recs, seed=3)
     b = thin_some(list(reversed(recs)), seed=3)[::-1]  # by name, not by order
     thinned, periods = 0, set()

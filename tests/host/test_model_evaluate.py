@@ -194,7 +194,7 @@ def test_evaluate_world_returns_every_key(tiny: Path) -> None:
         assert min(after[variant]["node_windows"]) > 0
     assert "healthy boards called faulty after they start reading" in format_table(res)
     sparse = f["sparse_reads"]
-    assert sparse["period_s"] == [120, 300, 600]
+    assert sparse["period_s"] == [60, 120, 300, 600]
     assert all(0.0 <= r <= 1.0 for r in sparse["one_board"]["false_fault_rate"])
     assert "healthy boards reading once per period called faulty" in format_table(res)
     for name in ("occupancy", "ventilation"):
@@ -303,14 +303,16 @@ def test_sparse_reads_judges_thinned_boards_where_the_gateway_would() -> None:
             return {"fault": p}
 
     res = _sparse_reads(Gaps(), recs, card, stride=1, max_windows=None, seed=0)
-    assert res["period_s"] == [120, 300, 600]
+    assert res["period_s"] == [60, 120, 300, 600]
     for variant in ("one_board", "whole_site"):
-        assert res[variant]["false_fault_rate"] == [1.0, 1.0, 1.0]
+        # at 1 min the ramps keep every read (they read every 60 s): no gap, no 'drift'
+        assert res[variant]["false_fault_rate"] == [0.0, 1.0, 1.0, 1.0]
     one, site = res["one_board"]["node_windows"], res["whole_site"]["node_windows"]
-    # windows judged: a read in the last two steps, i.e. all of them at 2 min, 2 in 5 and 2 in 10
+    # windows judged: a read in the last two steps, i.e. all of them at 1 and 2 min, 2 in 5 and
+    # 2 in 10
     n_windows = 2 * (90 - card.history + 1)
-    assert one[0] == n_windows
-    assert 0.3 * n_windows < one[1] < 0.5 * n_windows and 0.1 * n_windows < one[2] < 0.3 * n_windows
+    assert one[0] == one[1] == n_windows
+    assert 0.3 * n_windows < one[2] < 0.5 * n_windows and 0.1 * n_windows < one[3] < 0.3 * n_windows
     # every board thinned: twice as many judged, less the last windows (the recordings end with
     # their last reads)
     assert all(2 * o - 8 <= s <= 2 * o for o, s in zip(one, site, strict=True))

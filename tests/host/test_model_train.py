@@ -462,7 +462,7 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     assert card.model_id in md and "Parity: INT8 against float32" in md
     assert "| SOFTMAX x2 |" in md  # the ops XNNPACK leaves outside, in the Files table
     spacing = f"at most {card.judged_spacing_s():g} s apart"  # the gateway's limit, from the card
-    assert spacing in md and "called faulty (120 / 300 / 600 s between reads)" in md
+    assert spacing in md and "called faulty (60 / 120 / 300 / 600 s between reads)" in md
     Runtime(out).run(
         x=np.zeros(card.input_shapes["x"]), node_mask=np.ones(card.input_shapes["node_mask"])
     )

@@ -95,8 +95,14 @@ def test_tflite_runtime_214_numpy1_agrees_with_litert(tmp_path: Path) -> None:
         bar = max(1.5 * recorded[name]["mae"], step / 4) + 1e-6
         assert d.mean() <= bar, (name, float(d.mean()), recorded[name], step)
         assert d.max() <= 2 * recorded[name]["max"] + step, (name, float(d.max()), recorded[name])
-    same = np.stack([o["fault"][0].argmax(-1) for o in ours]) == theirs["fault"][:, 0].argmax(-1)
-    assert same[live].mean() >= 0.98
+    # The verdict the gateway publishes is the card's rule (ok unless the fault classes together
+    # pass its threshold, then the most probable of them), not the arg-max class: near an even
+    # split between ok and a fault (0.46-0.60 against 0.38-0.53 on the committed model's 124 real
+    # slots) the two kernels' roundings pick different arg-maxes in a few slots.
+    card = rt.card
+    ours_fault = np.stack([o["fault"][0] for o in ours])
+    same = card.fault_decision(ours_fault) == card.fault_decision(theirs["fault"][:, 0])
+    assert same[live].mean() >= 0.98, f"{int((~same[live]).sum())} of {int(live.sum())} differ"
 
 
 def _scale(rt: Runtime, name: str) -> float:

@@ -13,8 +13,9 @@ side by side; :func:`print_table` prints it for people. The model runs through
   (:func:`humigraph.model.data.inject_faults`); false alarms per node-day on the clean data;
   ``after_start``: the share of healthy boards called faulty when they started reading a few
   minutes before the window's end (a reboot, a new board; one board, or the whole site);
-  ``sparse_reads``: the same share for boards reading once every 2, 5 or 10 minutes (deep
-  sleep), in the windows a gateway judges (a read in the last two steps);
+  ``sparse_reads``: the same share for boards reading once every 1, 2, 5 or 10 minutes (an
+  ``interval`` of a minute, deep sleep), in the windows a gateway judges (a read in the last
+  two steps);
 - occupancy, ventilation: balanced accuracy, F1 and base rate, decided by the card's
   ``insight_threshold`` (0.5 without one; then the numbers at 0.5 as well), the GBT baseline at
   0.5 beside them;
@@ -326,7 +327,7 @@ def _after_start(rt: Any, w: Windows, card: ModelCard) -> dict[str, Any] | None:
     return res
 
 
-SPARSE_EVAL_PERIODS_S = (120, 300, 600)
+SPARSE_EVAL_PERIODS_S = (60, 120, 300, 600)
 
 
 def _sparse_reads(
