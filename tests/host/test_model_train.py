@@ -120,6 +120,31 @@ def test_batches_start_healthy_boards_late_and_leave_faulty_ones_whole() -> None
         assert np.array_equal(_batch(w, idx, rng, late=late, **kw)["x"], w.x)
 
 
+def test_batches_weigh_healthy_boards_on_a_steep_climb() -> None:
+    from humigraph.model.train import STEEP_RH, SourceBalance, _batch, steep_nodes
+
+    h = CARD.history
+    ramp = np.linspace(0, 1, h)
+    t = np.full((4, h), 21.0)
+    rh = 45.0 + np.stack([
+        (STEEP_RH + 5) * ramp,  # a shower: healthy, steep
+        (STEEP_RH - 5) * ramp,  # a slower climb
+        (STEEP_RH + 5) * ramp,  # as steep, but labelled a fault below
+        np.zeros(h),
+    ])  # fmt: skip
+    t[3] += 4.0 * ramp  # the oven: 4 °C in the window
+    enc = encode(t, rh, np.ones((4, h)), np.zeros((4, h)), CARD)
+    w = synthetic_windows(1, 0)
+    w.x[0], w.node_mask[0] = enc.x, enc.mask
+    w.y_fault[0] = 0
+    w.y_fault[0, 2] = 3
+    assert steep_nodes(w.x, CARD)[0, :5].tolist() == [True, False, True, True, False]
+    kw = dict(balance=SourceBalance(w), permute=False, card=CARD)
+    b = _batch(w, np.array([0]), None, steep_ok_weight=4.0, **kw)
+    assert b["fault_w"][0, :5].tolist() == [4.0, 1.0, 1.0, 4.0, 1.0]  # the fault keeps its weight
+    assert (_batch(w, np.array([0]), None, **kw)["fault_w"] == 1.0).all()  # off by default
+
+
 def test_epochs_whose_windows_differ_in_number_train(tmp_path: Path) -> None:
     """Thinned boards end their recordings earlier, so an epoch may bring fewer windows."""
     from humigraph.model.arch import ArchConfig
@@ -317,6 +342,9 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
         args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fraction", "1.5"])
     with pytest.raises(UsageError, match="--sleep-fraction"):
+        args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--steep-ok-weight", "0"])
+    with pytest.raises(UsageError, match="--steep-ok-weight must be > 0"):
         args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing"])
     with pytest.raises(HumigraphError, match="nosuch:thing"):

@@ -37,6 +37,10 @@ DEFAULT_STRIDE = {"world": 3, "room-climate": 1, "uci-occupancy": 4}
 # held-out windows (docs/BENCHMARKS.md, "Five training seeds, with one-minute boards").
 SLEEP_FRACTION = 0.1
 SLEEP_PERIODS_S = (60.0, 120.0, 300.0, 600.0)
+# train --steep-ok-weight (TrainConfig.steep_ok_weight): how much more a healthy board on a steep
+# climb weighs in the fault loss; 10 measured on two seeds (docs/BENCHMARKS.md, "Showers taken
+# for faults"), not yet the default
+STEEP_OK_WEIGHT = 1.0
 
 
 def register(subparsers: Any) -> None:
@@ -71,6 +75,17 @@ def register(subparsers: Any) -> None:
             "share of training boards read like deep-sleep boards each epoch, once every "
             f"{'/'.join(str(int(p // 60)) for p in SLEEP_PERIODS_S)} minutes, so the fault head "
             "can judge such boards (default %(default)s; 0 turns it off)"
+        ),
+    )
+    t.add_argument(
+        "--steep-ok-weight",
+        type=float,
+        default=STEEP_OK_WEIGHT,
+        metavar="W",
+        help=(
+            "fault-loss weight of a healthy board whose window spans 15 %%RH or 3 °C (a shower, "
+            "cooking), so that fewer such climbs are taken for faults (default %(default)s: "
+            "weighed like any other; 10 was measured)"
         ),
     )
     _data_options(t)
@@ -435,6 +450,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             card = base
     if not 0 <= args.sleep_fraction <= 1:
         raise UsageError(f"--sleep-fraction must be in [0, 1], got {args.sleep_fraction}")
+    if not args.steep_ok_weight > 0:
+        raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
     card.max_read_interval_s = max(SLEEP_PERIODS_S) if args.sleep_fraction > 0 else None
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
@@ -482,6 +499,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
         source_weights=source_weights,
+        steep_ok_weight=args.steep_ok_weight,
         progress=not args.quiet,
     )
     info = {

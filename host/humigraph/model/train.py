@@ -25,7 +25,7 @@ from ..errors import ModelError
 from .arch import ArchConfig, SiteModel, load_model, save_model, tf
 from .card import ModelCard
 from .data_types import Windows
-from .features import late_start, soft_clip, soft_unclip
+from .features import denormalize, late_start, soft_clip, soft_unclip, unclip
 
 __all__ = ["TrainConfig", "TrainResult", "limit_threads", "train"]
 
@@ -72,6 +72,9 @@ class TrainConfig:
     # share of training windows in which one healthy board, or every healthy board of the site,
     # started reading partway through (features.late_start); 0 shows only full histories
     late_start: float = 0.15
+    # fault-loss weight of a healthy node whose window climbs or falls steeply (a shower, the
+    # oven; steep_nodes): such nodes are rare, and the committed model calls showers stuck
+    steep_ok_weight: float = 1.0
     progress: bool = True
 
 
@@ -206,7 +209,7 @@ def _losses(
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=batch["y_fault"], logits=out["fault_logits"]
     )
-    wts = tf.gather(cw, batch["y_fault"]) * ym
+    wts = tf.gather(cw, batch["y_fault"]) * ym * batch["fault_w"]
     l_fault = tf.reduce_sum(ce * wts) / (tf.reduce_sum(wts) + eps)
     im = batch["y_insight_mask"] * ww
     bce = tf.nn.sigmoid_cross_entropy_with_logits(
@@ -266,6 +269,7 @@ def _batch(
     input_clip: float | None = None,
     late: float = 0.0,
     card: ModelCard | None = None,
+    steep_ok_weight: float = 1.0,
 ) -> dict[str, np.ndarray]:
     b = {k: getattr(w, k)[idx] for k in _KEYS}
     b["fscale"], b["weight"] = balance.batch(w, idx)
@@ -318,7 +322,26 @@ def _batch(
                 b[k][r] = b[k][r][perm]
             b["adj_true"][r] = b["adj_true"][r][perm][:, perm]
     b["y_fault"] = b["y_fault"].astype(np.int64)
+    b["fault_w"] = np.ones(b["y_fault"].shape, np.float32)
+    if steep_ok_weight != 1.0 and card is not None:
+        steep = steep_nodes(b["x"], card) & (b["y_fault"] == 0)
+        b["fault_w"][steep] = steep_ok_weight
     return b
+
+
+STEEP_RH = 15.0  # %RH over the window
+STEEP_T = 3.0  # °C over the window
+
+
+def steep_nodes(x: np.ndarray, card: ModelCard) -> np.ndarray:
+    """``[..., nodes]`` True where a node's readings span at least STEEP_RH or STEEP_T over
+    the encoded window ``x [..., nodes, history, F]`` (a shower, cooking, a window opened)."""
+    f = card.features
+    span = {}
+    for feat in ("dt", "drh"):
+        v = denormalize(feat, unclip(x[..., f.index(feat)], card), card)
+        span[feat] = v.max(axis=-1) - v.min(axis=-1)
+    return (span["drh"] >= STEEP_RH) | (span["dt"] >= STEEP_T)
 
 
 def _check_windows(w: Windows, card: ModelCard, what: str) -> None:
@@ -399,6 +422,7 @@ def train(
         "adj_known": tf.TensorSpec([None], tf.float32),
         "fscale": tf.TensorSpec([None, *train_w.y_forecast.shape[2:]], tf.float32),
         "weight": tf.TensorSpec([None], tf.float32),
+        "fault_w": tf.TensorSpec([None, card.nodes], tf.float32),
     }
 
     @tf.function(input_signature=[specs])
@@ -425,7 +449,9 @@ def train(
         n = len(val_w)
         for s in range(0, n, 128):
             idx = np.arange(s, min(n, s + 128))
-            res = evaluate(_batch(val_w, idx, None, balance))
+            res = evaluate(
+                _batch(val_w, idx, None, balance, card=card, steep_ok_weight=cfg.steep_ok_weight)
+            )
             for k, v in res.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
         return {f"val_{k}": v / n for k, v in sums.items()}
@@ -466,6 +492,7 @@ def train(
                 card.input_clip,
                 cfg.late_start,
                 card,
+                cfg.steep_ok_weight,
             )
             res = step(batch)
             for k, v in res.items():
