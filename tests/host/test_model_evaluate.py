@@ -219,6 +219,23 @@ def test_evaluate_fits_the_baselines_on_the_training_side_when_given(tiny: Path)
     assert "ridge and GBT baselines fitted on the training split" in format_table(fitted)
 
 
+def test_evaluate_takes_a_stride_from_the_caller_and_the_cli(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from humigraph.cli import main
+
+    every = evaluate(tiny, "world:3?days=1&rooms=3", baselines=False)
+    third = evaluate(tiny, "world:3?days=1&rooms=3", baselines=False, stride=3)
+    assert (every["stride_steps"], third["stride_steps"]) == (1, 3)
+    assert third["windows"] == math.ceil(every["windows"] / 3)
+    with pytest.raises(UsageError, match="stride must be >= 1"):
+        evaluate(tiny, "world:3?days=1&rooms=3", stride=0)
+    args = ["evaluate", "--model", str(tiny), "--data", "world:3?days=1&rooms=3"]
+    assert main([*args, "--split", "all", "--stride", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["stride_steps"], res["windows"]) == (3, third["windows"])
+
+
 def test_evaluate_without_ground_truth_gives_nulls(tiny: Path) -> None:
     recs = [ramp("a", 0.01), ramp("b", -0.01)]
     recs[0].occupancy = recs[1].occupancy = None

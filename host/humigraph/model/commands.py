@@ -897,7 +897,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"(holdout {args.holdout}); use --split all"
             )
         res = evaluate(args.model, what, max_windows=args.max_windows, fault_rate=args.fault_rate,
-                       baseline_train=base_train)  # fmt: skip
+                       baseline_train=base_train, stride=args.stride)  # fmt: skip
         res["data"] = spec if args.split == "all" else f"{spec} ({args.split} split)"
         results.append(res)
     if args.json:

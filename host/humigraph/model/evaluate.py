@@ -394,14 +394,15 @@ def evaluate(
     fault_rate: float = DEFAULT_FAULT_RATE,
     baselines: bool = True,
     baseline_train: Sequence[Recording] | None = None,
+    stride: int | None = None,
 ) -> dict[str, Any]:
     """Scores the model on the data (see the module docstring); returns JSON-ready data.
 
     ``baseline_train``: the recordings the model was trained on (the other side of the split);
     the ridge and GBT baselines are fitted on them. Without them, they are cross-fitted.
 
-    With ``max_windows``, windows are spread evenly (a stride) and capped at that many, for the
-    clean and the fault-injected pass each.
+    Windows end every ``stride`` steps; without it, every step, or with ``max_windows`` spread
+    evenly (a stride) and capped at that many, for the clean and the fault-injected pass each.
     """
     from ..runtime import Runtime
 
@@ -418,13 +419,16 @@ def evaluate(
         raise UsageError("evaluate: no recordings to evaluate on")
     if max_windows is not None and max_windows < 1:
         raise UsageError(f"max_windows must be >= 1, got {max_windows}")
+    if stride is not None and stride < 1:
+        raise UsageError(f"stride must be >= 1, got {stride}")
     total = count_windows(recs, card)
     if total == 0:
         raise UsageError(
             f"evaluate: {data_name} has no window of {card.window_s} s "
             f"({card.history} steps of {card.step_s} s); the recordings are too short"
         )
-    stride = max(1, math.ceil(total / max_windows)) if max_windows else 1
+    if stride is None:
+        stride = max(1, math.ceil(total / max_windows)) if max_windows else 1
     clean = make_windows(recs, card, stride_steps=stride, max_windows=max_windows, seed=seed)
     out = _run(rt, clean, ("forecast", "fault", "insight", "adjacency"))
 
