@@ -148,7 +148,9 @@ def script(world: DemoWorld, boards: dict[str, Any]) -> list[Step]:
         world.showers["bath-1"] = (world_el(), 60.0)
 
     def stuck() -> None:
-        world.stuck["office-1"] = (world_el(), world_el() + 30.0)
+        # 40 s: the stuck rule sees its 12 identical readings from about 24 s on, and the alert
+        # pass runs every 10 s (the model's step); with 30 s a pass could fall between the two
+        world.stuck["office-1"] = (world_el(), world_el() + 40.0)
 
     def spikes() -> None:
         world.spikes["office-1"] = (world_el(), world_el() + 40.0)
@@ -170,8 +172,8 @@ def script(world: DemoWorld, boards: dict[str, Any]) -> list[Step]:
              wifi("down")),
         Step(40, "the door between the kitchen and the living room opens: their air mixes",
              door),
-        Step(50, "office-1's sensor now spikes: jumps of +9 °C (spike alert)", spikes),
-        Step(60, "bed-1's Wi-Fi is back: it reconnects and replays every buffered reading, "
+        Step(60, "office-1's sensor now spikes: jumps of +9 °C (spike alert)", spikes),
+        Step(70, "bed-1's Wi-Fi is back: it reconnects and replays every buffered reading, "
              "nothing lost (see its gaps: 0)", wifi("up")),
         Step(100, "the script is over; the world keeps running (30x faster than the clock)",
              lambda: None),
