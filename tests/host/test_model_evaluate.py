@@ -197,6 +197,8 @@ def test_evaluate_world_returns_every_key(tiny: Path) -> None:
     assert sparse["period_s"] == [60, 120, 300, 600]
     assert all(0.0 <= r <= 1.0 for r in sparse["one_board"]["false_fault_rate"])
     assert "healthy boards reading once per period called faulty" in format_table(res)
+    steep = f["steep_ok"]  # a 3-room world day has no shower: None, or a rate
+    assert steep is None or 0.0 <= steep["false_fault_rate"] <= 1.0
     for name in ("occupancy", "ventilation"):
         assert {"balanced_accuracy", "f1", "base_rate"} <= set(res[name])
     assert res["adjacency_auc"] is not None and 0.0 <= res["adjacency_auc"] <= 1.0
@@ -266,6 +268,36 @@ def test_false_alarms_count_episodes_per_node_day() -> None:
     w.y_fault_mask[:, 0] = 1
     w.y_fault[:, 0] = FAULT_CLASSES.index("noise")
     assert _false_alarms(pred, w, card, stride=1) == 0.0
+
+
+def test_steep_ok_scores_healthy_boards_on_a_steep_climb_apart_from_the_rest() -> None:
+    from humigraph.model.evaluate import _steep_ok
+
+    card = ModelCard(fault_threshold=0.5)
+    rec = ramp("r", 0.01)
+    rec.rh[0] = 40 + 1.0 * np.arange(90.0)  # a shower: 1 %RH a minute, 31 %RH over a window
+    w = make_windows([rec], card)
+    stuck = FAULT_CLASSES.index("stuck")
+    pred = np.zeros(w.node_mask.shape, np.int64)
+    pred[:, 0] = stuck  # the climbing board called stuck in every window
+    pred[::4, 1] = stuck  # the calm one in a quarter of them
+    res = _steep_ok(pred, w, card)
+    assert res == {
+        "false_fault_rate": 1.0,
+        "node_windows": len(w),
+        "others_false_fault_rate": round(math.ceil(len(w) / 4) / len(w), 5),
+    }
+    table = format_table({"faults": {"steep_ok": res}})
+    assert "healthy boards on a steep climb (a shower) called faulty: 1.000 of" in table
+    from humigraph.model.report import _sparse_lines  # the model card's sentence
+
+    assert f"called faulty in 1 of {len(w)} node-windows" in " ".join(
+        _sparse_lines({"steep_ok": res})
+    )
+    # a board labelled faulty is no false alarm, and without a steep healthy board: None
+    w.y_fault_mask[:, 0] = 1
+    w.y_fault[:, 0] = stuck
+    assert _steep_ok(pred, w, card) is None
 
 
 def test_after_start_judges_the_boards_that_started_late_and_only_them() -> None:

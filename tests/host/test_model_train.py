@@ -121,7 +121,8 @@ def test_batches_start_healthy_boards_late_and_leave_faulty_ones_whole() -> None
 
 
 def test_batches_weigh_healthy_boards_on_a_steep_climb() -> None:
-    from humigraph.model.train import STEEP_RH, SourceBalance, _batch, steep_nodes
+    from humigraph.model.features import STEEP_RH, steep_nodes
+    from humigraph.model.train import SourceBalance, _batch
 
     h = CARD.history
     ramp = np.linspace(0, 1, h)

@@ -15,7 +15,9 @@ side by side; :func:`print_table` prints it for people. The model runs through
   minutes before the window's end (a reboot, a new board; one board, or the whole site);
   ``sparse_reads``: the same share for boards reading once every 1, 2, 5 or 10 minutes (an
   ``interval`` of a minute, deep sleep), in the windows a gateway judges (a read in the last
-  two steps);
+  two steps); ``steep_ok``: the same share for healthy boards whose window climbs or falls
+  steeply (:func:`humigraph.model.features.steep_nodes`: a shower, cooking, a window opened),
+  with the rest of the healthy boards beside it;
 - occupancy, ventilation: balanced accuracy, F1 and base rate, decided by the card's
   ``insight_threshold`` (0.5 without one; then the numbers at 0.5 as well), the GBT baseline at
   0.5 beside them;
@@ -40,7 +42,7 @@ from .baselines import healthy
 from .card import ModelCard, load_card
 from .data import count_windows, inject_faults, load, make_windows, split, thin_node
 from .data_types import Recording, Windows
-from .features import late_start
+from .features import late_start, steep_nodes
 
 __all__ = [
     "balanced_accuracy",
@@ -293,6 +295,24 @@ AFTER_START_MIN = (1, 3, 5, 10, 20)  # minutes a board has been reading at the w
 AFTER_START_WINDOWS = 400
 
 
+def _steep_ok(pred_cls: np.ndarray, w: Windows, card: ModelCard) -> dict[str, Any] | None:
+    """Healthy node-windows that span STEEP_RH or STEEP_T called faulty, and the other healthy
+    node-windows beside them: a rule that takes a shower for a stuck or drifting sensor raises
+    a false alarm in every bathroom once a day, which a false-alarm rate over whole days hides."""
+    ok = (w.node_mask > 0) & ((w.y_fault_mask == 0) | (w.y_fault == 0))  # as _alarm_episodes
+    steep = ok & steep_nodes(w.x, card)
+    calm = ok & ~steep
+    if not steep.any():
+        return None
+    return {
+        "false_fault_rate": _round(float((pred_cls[steep] != 0).mean())),
+        "node_windows": int(steep.sum()),
+        "others_false_fault_rate": _round(float((pred_cls[calm] != 0).mean()), 5)
+        if calm.any()
+        else None,
+    }
+
+
 def _after_start(rt: Any, w: Windows, card: ModelCard) -> dict[str, Any] | None:
     """How often the card's rule calls a healthy board faulty when its board (one board of the
     site: ``one_board``; every board at once: ``whole_site``) started reading ``minutes`` before
@@ -463,6 +483,7 @@ def evaluate(
         "fault_threshold": card.fault_threshold,
         "injected_rate": fault_rate,
         "node_windows": int(m.sum()),
+        "steep_ok": _steep_ok(card.fault_decision(out["fault"]), clean, card),
         "after_start": _after_start(rt, clean, card),
         "sparse_reads": _sparse_reads(rt, recs, card, stride, max_windows, seed),
     }
@@ -727,6 +748,13 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<9} precision {_fmt(s['precision'])}  recall {_fmt(s['recall'])}  "
             f"F1 {_fmt(s['f1'])}  n={s['support']}"
+        )
+    steep = faults.get("steep_ok")
+    if steep:
+        lines.append(
+            f"  healthy boards on a steep climb (a shower) called faulty: "
+            f"{_fmt(steep['false_fault_rate'], 3)} of {steep['node_windows']} node-windows "
+            f"(other healthy boards {_fmt(steep['others_false_fault_rate'], 4)})"
         )
     after, sparse = faults.get("after_start"), faults.get("sparse_reads")
     if after:

@@ -22,6 +22,8 @@ import numpy as np
 from .card import ModelCard
 
 __all__ = [
+    "STEEP_RH",
+    "STEEP_T",
     "Encoded",
     "Grid",
     "decode_forecast",
@@ -32,6 +34,7 @@ __all__ = [
     "resample",
     "soft_clip",
     "soft_unclip",
+    "steep_nodes",
     "unclip",
     "window",
 ]
@@ -158,6 +161,21 @@ def denormalize(feat: str, values: np.ndarray, card: ModelCard) -> np.ndarray:
     """The inverse of :func:`normalize`."""
     n = card.normalization[feat]
     return np.asarray(values, dtype=np.float64) * n["scale"] + n.get("center", 0.0)
+
+
+STEEP_RH = 15.0  # %RH over the window
+STEEP_T = 3.0  # °C over the window
+
+
+def steep_nodes(x: np.ndarray, card: ModelCard) -> np.ndarray:
+    """``[..., nodes]`` True where a node's readings span at least STEEP_RH or STEEP_T over
+    the encoded window ``x [..., nodes, history, F]`` (a shower, cooking, a window opened)."""
+    f = card.features
+    span = {}
+    for feat in ("dt", "drh"):
+        v = denormalize(feat, unclip(x[..., f.index(feat)], card), card)
+        span[feat] = v.max(axis=-1) - v.min(axis=-1)
+    return (span["drh"] >= STEEP_RH) | (span["dt"] >= STEEP_T)
 
 
 class Encoded:

@@ -479,6 +479,13 @@ def _sparse_lines(fq: dict[str, Any]) -> list[str]:
             f"{what} ({' / '.join(str(x) for x in xs)} {label}), INT8: one board among boards "
             f"reading as usual {rates['one_board']}; every board {rates['whole_site']}."
         )
+    steep = fq.get("steep_ok")
+    if steep:
+        lines.append(
+            f"A healthy board whose window climbs or falls steeply (a shower, cooking), INT8: "
+            f"called faulty in {_fmt(steep['false_fault_rate'])} of {steep['node_windows']} "
+            f"node-windows (the other healthy boards {_fmt(steep['others_false_fault_rate'])})."
+        )
     return lines
 
 

@@ -25,7 +25,7 @@ from ..errors import ModelError
 from .arch import ArchConfig, SiteModel, load_model, save_model, tf
 from .card import ModelCard
 from .data_types import Windows
-from .features import denormalize, late_start, soft_clip, soft_unclip, unclip
+from .features import late_start, soft_clip, soft_unclip, steep_nodes
 
 __all__ = ["TrainConfig", "TrainResult", "limit_threads", "train"]
 
@@ -327,21 +327,6 @@ def _batch(
         steep = steep_nodes(b["x"], card) & (b["y_fault"] == 0)
         b["fault_w"][steep] = steep_ok_weight
     return b
-
-
-STEEP_RH = 15.0  # %RH over the window
-STEEP_T = 3.0  # °C over the window
-
-
-def steep_nodes(x: np.ndarray, card: ModelCard) -> np.ndarray:
-    """``[..., nodes]`` True where a node's readings span at least STEEP_RH or STEEP_T over
-    the encoded window ``x [..., nodes, history, F]`` (a shower, cooking, a window opened)."""
-    f = card.features
-    span = {}
-    for feat in ("dt", "drh"):
-        v = denormalize(feat, unclip(x[..., f.index(feat)], card), card)
-        span[feat] = v.max(axis=-1) - v.min(axis=-1)
-    return (span["drh"] >= STEEP_RH) | (span["dt"] >= STEEP_T)
 
 
 def _check_windows(w: Windows, card: ModelCard, what: str) -> None:
