@@ -38,8 +38,8 @@ DEFAULT_STRIDE = {"world": 3, "room-climate": 1, "uci-occupancy": 4}
 SLEEP_FRACTION = 0.1
 SLEEP_PERIODS_S = (60.0, 120.0, 300.0, 600.0)
 # train --steep-ok-weight (TrainConfig.steep_ok_weight): how much more a healthy board on a steep
-# climb weighs in the fault loss; 10 measured on two seeds (docs/BENCHMARKS.md, "Showers taken
-# for faults"), not yet the default
+# climb weighs in the fault loss; 10 measured on six seeds on two machines (docs/BENCHMARKS.md,
+# "Showers taken for faults"), not yet the default
 STEEP_OK_WEIGHT = 1.0
 
 
