@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # `from support.collector import Collector`
+
+# A shell starts background commands (`make test &`, nohup, some CI runners) with SIGINT ignored,
+# and an ignored signal stays ignored across exec: every process a test starts would then shrug
+# off the Ctrl-C the test sends it ("Ctrl-C stops it") and the test would time out. A handler
+# (unlike SIG_IGN) is reset to the default in children, so they get Ctrl-C as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
