@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from humigraph.errors import ModelError
-from humigraph.model.card import ModelCard, card_path, load_card
+from humigraph.model.card import FEATURES, ModelCard, card_path, load_card
 from humigraph.model.features import (
     decode_forecast,
     denormalize,
@@ -87,6 +87,32 @@ def test_spread_is_the_wider_range_in_change_units_and_window_carries_it() -> No
     scale = card.normalization["dt"]["scale"]
     assert spread[0].tolist() == pytest.approx([3.0 / scale, 0.0])
     assert not spread[1].any()
+
+
+def test_reads_is_the_share_of_a_full_step_and_only_on_cards_that_list_it() -> None:
+    card = ModelCard(history=2, step_s=60, features=(*FEATURES, "reads"))
+    card.validate()
+    ok6 = np.ones(12, bool)
+    ok6[7:9] = False  # two of the second step's six reads failed
+    series = [
+        (np.arange(5.0, 120.0, 10.0), np.full(12, 20.0), np.full(12, 40.0), ok6),  # every 10 s
+        (np.array([30.0, 90.0]), np.array([20.0, 21.0]), np.array([40.0, 41.0]), [1, 1]),  # 60 s
+        (np.arange(2.0, 120.0, 2.0), np.full(59, 20.0), np.full(59, 40.0), np.ones(59, bool)),
+    ]
+    g = resample(*series[0], end=120.0, step=60.0, n=2)
+    assert g.reads.tolist() == [6.0, 4.0]
+    enc = window(series, 120.0, card)
+    reads = enc.x[:, :, card.features.index("reads")]
+    assert reads[0] == pytest.approx([1.0, 4 / 6])
+    assert reads[1] == pytest.approx([1 / 6, 1 / 6])  # one read a step: no spread to show
+    assert reads[2].tolist() == [1.0, 1.0]  # a read every 2 s is no fuller than every 10 s
+    assert not reads[3:].any()
+    # without counts (a hand-made grid) every present step counts as full
+    t = np.array([[20.0, np.nan]])
+    enc = encode(t, t + 20, np.isfinite(t).astype(float), np.zeros((1, 2)), card)
+    assert enc.x[0, :, card.features.index("reads")].tolist() == [1.0, 0.0]
+    # the cards before it have no such column
+    assert window(series, 120.0, ModelCard(history=2)).x.shape[-1] == len(FEATURES)
 
 
 def test_window_and_decode_round_trip() -> None:
@@ -205,7 +231,7 @@ def test_card_and_features_do_not_import_tensorflow() -> None:
 def test_late_start_is_the_window_of_a_board_that_started_then() -> None:
     # three boards reading every 10 s with failed reads, repeats and a silent stretch; boards 1
     # and 2 restarted at a step boundary: the encoded window equals late_start of the full one
-    card = ModelCard(history=16, input_clip=4.0)
+    card = ModelCard(history=16, input_clip=4.0, features=(*FEATURES, "reads"))
     rng = np.random.default_rng(3)
     end = 100_000.0
     ts = end - 16 * 60 + 10.0 * np.arange(96)

@@ -196,6 +196,19 @@ def test_fine_tune_from_a_savedmodel_with_forecast_labels_only(
     assert 0 < moved < 0.05  # started from the base model and moved a little
 
 
+def test_a_card_with_the_reads_feature_builds_and_runs_its_model() -> None:
+    from humigraph.model.arch import ArchConfig, SiteModel
+    from humigraph.model.card import FEATURES
+
+    card = ModelCard(nodes=8, history=16, features=(*FEATURES, "reads"))
+    model = SiteModel(card, ArchConfig(hidden=8, key=4, embed=2))
+    t = 21 + np.cumsum(np.full((3, 16), 0.1), axis=1)
+    enc = encode(t, t + 20, np.ones((3, 16)), np.zeros((3, 16)), card, reads=np.ones((3, 16)))
+    out = model.forward(enc.x[None], enc.mask[None])
+    assert out["fault"].shape == (1, 8, len(card.fault_classes))
+    assert np.isfinite(out["fault"].numpy()).all()
+
+
 def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -> None:
     from humigraph.model.quantize import check_int8, convert, fp32_path_for
     from humigraph.runtime import Runtime

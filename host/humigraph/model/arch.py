@@ -98,6 +98,7 @@ class SiteModel(tf.Module):
 
         # see forward(): roughness (+ stillness, + the mean and peak spread of reads)
         rough = 2 + ("still" in card.features) + 2 * ("spread" in card.features)
+        rough += "reads" in card.features
         self.enc_sizes = [arch.fine_steps * f] + [(h // p) * f for p in arch.pools]
         for j, size in enumerate(self.enc_sizes):
             dense(f"enc{j}", size, hd)
@@ -208,6 +209,10 @@ class SiteModel(tf.Module):
             s = card.features.index("spread")
             col = x[:, :, :, s : s + 1]
             summary += [tf.reduce_mean(col, axis=2), tf.reduce_max(col, axis=2)]
+        if "reads" in card.features:
+            # how full the steps are: with one read a step, no spread is no sign of a stuck sensor
+            s = card.features.index("reads")
+            summary.append(tf.reduce_mean(x[:, :, :, s : s + 1], axis=2))
         rough = summary[0] if len(summary) == 1 else tf.concat(summary, axis=-1)
         state = tf.nn.relu(self._dense("state", tf.concat([fused, rough], axis=-1))) * m
 

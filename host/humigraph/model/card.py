@@ -33,7 +33,10 @@ from ..errors import ModelError
 # sensor repeats for ever, a live one in a quiet room now and then. Exact on the host, so the
 # signal survives the int8 input scale that cannot resolve a 0.01 °C change.
 # ``spread``: a step's range of reads (features.py); a spike among a step's reads widens it.
+# ``reads``: how many good reads a step holds, as a share of a full step's (features.py): a
+# board read once a minute has one per step and no spread to show, which a stuck one shares.
 FEATURES = ("t", "rh", "dt", "drh", "present", "fail", "still", "spread")
+KNOWN_FEATURES = (*FEATURES, "reads")  # a card may list these; FEATURES is what `train` uses
 FAULT_CLASSES = ("ok", "stuck", "spike", "drift", "noise", "dropout")
 INSIGHTS = ("occupancy", "ventilation")
 OUTPUTS = ("forecast", "fault", "insight", "adjacency", "router")
@@ -214,9 +217,9 @@ class ModelCard:
             raise bad("step_s", f"must be a positive integer, got {self.step_s!r}")
         if not (isinstance(self.history, int) and self.history >= 2):
             raise bad("history", f"must be an integer >= 2, got {self.history!r}")
-        unknown = [f for f in self.features if f not in FEATURES]
+        unknown = [f for f in self.features if f not in KNOWN_FEATURES]
         if unknown:
-            raise bad("features", f"has unknown names {unknown} (known: {list(FEATURES)})")
+            raise bad("features", f"has unknown names {unknown} (known: {list(KNOWN_FEATURES)})")
         for f in ("t", "rh", "dt", "drh"):
             if f in self.features:
                 n = self.normalization.get(f)

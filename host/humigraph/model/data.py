@@ -177,6 +177,7 @@ class _Site:
         self.t, self.rh = np.full(shape, np.nan), np.full(shape, np.nan)
         self.present, self.fail = np.zeros(shape), np.zeros(shape)
         self.t_range, self.rh_range = np.zeros(shape), np.zeros(shape)
+        self.reads = np.zeros(shape)
         self.ref_t, self.ref_rh = np.full(shape, np.nan), np.full(shape, np.nan)
         self.ref_present = np.zeros(shape)
         self.fault = np.full(shape, -1, dtype=np.int64)
@@ -185,7 +186,7 @@ class _Site:
             ts, t, rh, ok = _sorted_node(rec, i)
             g = resample(ts, t, rh, ok, end=self.b1, step=step, n=self.m)
             self.t[i], self.rh[i], self.present[i], self.fail[i] = g.t, g.rh, g.present, g.fail
-            self.t_range[i], self.rh_range[i] = g.t_range, g.rh_range
+            self.t_range[i], self.rh_range[i], self.reads[i] = g.t_range, g.rh_range, g.reads
             rt, rr, usable = reference_series(rec, i)
             g = resample(ts, rt, rr, usable, end=self.b1, step=step, n=self.m)
             self.ref_t[i], self.ref_rh[i], self.ref_present[i] = g[0], g[1], g[2]
@@ -264,7 +265,7 @@ def make_windows(
         sl = slice(j - h + 1, j + 1)
         enc = encode(
             site.t[:, sl], site.rh[:, sl], site.present[:, sl], site.fail[:, sl], card,
-            t_range=site.t_range[:, sl], rh_range=site.rh_range[:, sl],
+            t_range=site.t_range[:, sl], rh_range=site.rh_range[:, sl], reads=site.reads[:, sl],
         )  # fmt: skip
         nr = site.t.shape[0]
         alive = enc.mask[:nr] > 0

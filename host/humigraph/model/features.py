@@ -10,6 +10,8 @@ card lists it) is 1 where a step repeats the one before it exactly: computed her
 the model's int8 input scale cannot tell a 0.01 °C change from none. ``spread`` is the step's range
 of reads (max - min, the wider of t and rh in their change scales): a board reading every 10 s
 puts six reads in a 60 s step, and one spike among them widens that step's range alone.
+``reads`` is the step's count of good reads over a full step's (one read per ``FULL_STEP_READ_S``,
+capped at 1): with one read a step has no spread, as a stuck sensor's steps have none.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from .card import ModelCard
 
 __all__ = [
+    "FULL_STEP_READ_S",
     "STEEP_RH",
     "STEEP_T",
     "Encoded",
@@ -40,6 +43,10 @@ __all__ = [
 ]
 
 
+# a board at the firmware's default interval reads every 10 s: six reads fill a 60 s step
+FULL_STEP_READ_S = 10.0
+
+
 class Grid(NamedTuple):
     """One node's readings on the window's grid, each ``[n]``."""
 
@@ -49,6 +56,7 @@ class Grid(NamedTuple):
     fail: np.ndarray  # share of the step's reads that failed
     t_range: np.ndarray  # max - min of the step's good reads (0 with fewer than two)
     rh_range: np.ndarray
+    reads: np.ndarray  # the step's count of good reads
 
 
 def resample(
@@ -82,7 +90,7 @@ def resample(
         fail = np.where(reads > 0, (reads - n_ok) / np.maximum(reads, 1), 0.0)
     return Grid(
         out_t, out_rh, (n_ok > 0).astype(np.float64), fail,
-        _range(idx[good], tv[good], n), _range(idx[good], rv[good], n),
+        _range(idx[good], tv[good], n), _range(idx[good], rv[good], n), n_ok,
     )  # fmt: skip
 
 
@@ -116,6 +124,14 @@ def _still(t: np.ndarray, rh: np.ndarray, alive: np.ndarray) -> np.ndarray:
         same = (np.abs(t[:, 1:] - t[:, :-1]) < 1e-6) & (np.abs(rh[:, 1:] - rh[:, :-1]) < 1e-6)
     out[:, 1:] = same  # NaN (an absent step) compares false
     return np.where(alive[:, None], out, 0.0)
+
+
+def _reads(reads: np.ndarray | None, present: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A step's good reads as a share of a full step's; without counts, every present step full."""
+    if reads is None:
+        return np.asarray(present, dtype=np.float64)
+    full = max(1.0, card.step_s / FULL_STEP_READ_S)
+    return np.minimum(np.asarray(reads, dtype=np.float64) / full, 1.0)
 
 
 def _spread(
@@ -194,6 +210,7 @@ def encode(
     *,
     t_range: np.ndarray | None = None,
     rh_range: np.ndarray | None = None,
+    reads: np.ndarray | None = None,
 ) -> Encoded:
     """``[N, history]`` grids of N <= card.nodes real nodes -> the model's ``x`` and ``node_mask``.
 
@@ -224,6 +241,8 @@ def encode(
         cols["still"] = _still(t, rh, alive)
     if "spread" in card.features:
         cols["spread"] = _spread(t_range, rh_range, card, t.shape, alive)
+    if "reads" in card.features:
+        cols["reads"] = np.where(alive[:, None], _reads(reads, present, card), 0.0)
     x = np.zeros((card.nodes, hist, len(card.features)), dtype=np.float32)
     # bounded on the host, so float and int8 models see the same input (ModelCard.input_clip)
     x[:n_real] = soft_clip(np.stack([cols[f] for f in card.features], axis=-1), card.input_clip)
@@ -254,7 +273,8 @@ def late_start(x: np.ndarray, nodes: Sequence[int], first: int, card: ModelCard)
         m = first + int(live[0])
         for name in ("t", "rh", "dt", "drh"):
             x[i, :m, f[name]] = x[i, m, f[name]]
-        for name in ("present", "fail", "spread"):  # steps first..m-1 keep their failed reads
+        # steps first..m-1 keep their failed reads
+        for name in ("present", "fail", "spread", "reads"):
             if name in f:
                 x[i, :first, f[name]] = 0.0
         if "still" in f:
@@ -274,8 +294,12 @@ def window(
     if not grids:
         empty = np.zeros((0, n))
         return encode(empty, empty, empty, empty, card)
-    t, rh, present, fail, t_range, rh_range = (np.stack(col) for col in zip(*grids, strict=True))
-    return encode(t, rh, present, fail, card, t_range=t_range, rh_range=rh_range)
+    t, rh, present, fail, t_range, rh_range, reads = (
+        np.stack(col) for col in zip(*grids, strict=True)
+    )
+    return encode(
+        t, rh, present, fail, card, t_range=t_range, rh_range=rh_range, reads=reads
+    )  # fmt: skip
 
 
 def decode_forecast(
