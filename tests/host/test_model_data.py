@@ -268,6 +268,12 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
 
     assert pattern(thin_some(recs, seed=4)) != pattern(a)  # another epoch thins other boards
     assert all(x is src for x, src in zip(thin_some(recs, seed=3, fraction=0.0), recs, strict=True))
+    # with fault_share, the same boards are thinned, and about that share of them may get faults
+    half = thin_some(recs, seed=3, fault_share=0.5)
+    assert pattern(half) == pattern(a)
+    spared = sum(len(x.meta.get("no_faults", [])) for x in half)
+    assert 0.3 < spared / thinned < 0.7
+    assert all(not x.meta.get("no_faults") for x in thin_some(recs, seed=3, fault_share=1.0))
 
 
 def test_world_days_split_and_options() -> None:

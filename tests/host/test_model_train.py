@@ -357,6 +357,9 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fraction", "1.5"])
     with pytest.raises(UsageError, match="--sleep-fraction"):
         args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fault-share", "-0.1"])
+    with pytest.raises(UsageError, match="--sleep-fault-share"):
+        args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--steep-ok-weight", "0"])
     with pytest.raises(UsageError, match="--steep-ok-weight must be > 0"):
         args.func(args)

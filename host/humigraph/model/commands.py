@@ -41,6 +41,12 @@ SLEEP_PERIODS_S = (60.0, 120.0, 300.0, 600.0)
 # climb weighs in the fault loss; 10 measured on six seeds on two machines (docs/BENCHMARKS.md,
 # "Showers taken for faults"), not yet the default
 STEEP_OK_WEIGHT = 1.0
+# train --reads: each step's count of good reads as an input (features.py, "reads"), so that a
+# board read once a minute, with no spread inside its steps, is not taken for a stuck one
+# (docs/BENCHMARKS.md, "Showers taken for faults"); not yet the default
+READS_FEATURE = False
+# train --sleep-fault-share: the share of those thinned boards that get injected faults too
+SLEEP_FAULT_SHARE = 0.0
 
 
 def register(subparsers: Any) -> None:
@@ -86,6 +92,26 @@ def register(subparsers: Any) -> None:
             "fault-loss weight of a healthy board whose window spans 15 %%RH or 3 °C (a shower, "
             "cooking), so that fewer such climbs are taken for faults (default %(default)s: "
             "weighed like any other; 10 was measured)"
+        ),
+    )
+    t.add_argument(
+        "--reads",
+        action=argparse.BooleanOptionalAction,
+        default=READS_FEATURE,
+        help=(
+            "give the model each step's count of good reads (the card's 'reads' feature), so a "
+            "board read once a minute is told from a stuck one (default: %(default)s; ignored "
+            "with --init, which keeps the base model's features)"
+        ),
+    )
+    t.add_argument(
+        "--sleep-fault-share",
+        type=float,
+        default=SLEEP_FAULT_SHARE,
+        metavar="P",
+        help=(
+            "share of the --sleep-fraction boards that get injected faults like the others "
+            "(default %(default)s: they stay healthy)"
         ),
     )
     _data_options(t)
@@ -274,10 +300,11 @@ def thin_some(
     seed: int,
     fraction: float = SLEEP_FRACTION,
     periods_s: Sequence[float] = SLEEP_PERIODS_S,
+    fault_share: float = SLEEP_FAULT_SHARE,
 ) -> list[Any]:
     """``recs`` with each node, with probability ``fraction``, read once per one of
-    ``periods_s`` (data.thin_node) and listed in ``meta["no_faults"]``, seeded per recording
-    name; the input is not changed."""
+    ``periods_s`` (data.thin_node) and, but for a ``fault_share`` of them, listed in
+    ``meta["no_faults"]``; seeded per recording name; the input is not changed."""
     from .data import thin_node
     from .data_types import name_seed
 
@@ -296,7 +323,9 @@ def thin_some(
         # a sleeping board stays healthy (inject.inject_faults spares it): it is there to show
         # the fault head that sparse reads are no fault; with faults injected into them too,
         # the dense boards' fault F1 fell on some training seeds (BENCHMARKS.md)
-        r.meta["no_faults"] = [i for i, (pick, _) in enumerate(picks) if pick]
+        r.meta["no_faults"] = [
+            i for i, (pick, _) in enumerate(picks) if pick and rng.random() < 1.0 - fault_share
+        ]
         out.append(r)
     return out
 
@@ -413,7 +442,7 @@ def _echo(quiet: bool = False) -> Callable[[str], None]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .arch import ArchConfig
-    from .card import ModelCard, forecast_compand
+    from .card import FEATURES, ModelCard, forecast_compand
     from .train import TrainConfig, train
 
     echo = _echo(False)
@@ -435,6 +464,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_scale=parse_target_scale(args.target_scale),
         forecast_compand=forecast_compand(ArchConfig().clip_out),
         input_clip=ArchConfig().clip_in,  # the host clips; see ModelCard.input_clip
+        features=(*FEATURES, "reads") if args.reads else FEATURES,
     )
     card.validate("--target-scale")
     source_weights = parse_source_weights(args.source_weight, args.data)
@@ -450,6 +480,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             card = base
     if not 0 <= args.sleep_fraction <= 1:
         raise UsageError(f"--sleep-fraction must be in [0, 1], got {args.sleep_fraction}")
+    if not 0 <= args.sleep_fault_share <= 1:
+        raise UsageError(f"--sleep-fault-share must be in [0, 1], got {args.sleep_fault_share}")
     if not args.steep_ok_weight > 0:
         raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
@@ -461,7 +493,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         # injected faults is memorized within a few epochs
         parts = [
             windows_for(
-                thin_some(tr, seed=args.seed * 1000 + epoch, fraction=args.sleep_fraction),
+                thin_some(
+                    tr,
+                    seed=args.seed * 1000 + epoch,
+                    fraction=args.sleep_fraction,
+                    fault_share=args.sleep_fault_share,
+                ),
                 spec,
                 card,
                 fault_rate=args.fault_rate,
