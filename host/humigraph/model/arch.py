@@ -96,7 +96,8 @@ class SiteModel(tf.Module):
             self._add(f"{name}_w", w)
             self._add(f"{name}_b", np.full((n_out,), bias))
 
-        # see forward(): roughness (+ stillness, + the mean and peak spread of reads)
+        # see forward(): roughness (+ stillness, + the mean and peak spread of reads, + how full
+        # the steps are)
         rough = 2 + ("still" in card.features) + 2 * ("spread" in card.features)
         rough += "reads" in card.features
         self.enc_sizes = [arch.fine_steps * f] + [(h // p) * f for p in arch.pools]
