@@ -274,6 +274,12 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
     spared = sum(len(x.meta.get("no_faults", [])) for x in half)
     assert 0.3 < spared / thinned < 0.7
     assert all(not x.meta.get("no_faults") for x in thin_some(recs, seed=3, fault_share=1.0))
+    # only the boards thinned to one minute get faults
+    minute = thin_some(recs, seed=3, fault_share=1.0, fault_periods=(60.0,))
+    for src, x in zip(recs, minute, strict=True):
+        short = [i for i in range(8) if len(x.ts[i]) < len(src.ts[i])]
+        slow = [i for i in short if float(np.diff(x.ts[i])[0]) > 60.0]
+        assert x.meta.get("no_faults", []) == slow
 
 
 def test_world_days_split_and_options() -> None:

@@ -360,6 +360,9 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fault-share", "-0.1"])
     with pytest.raises(UsageError, match="--sleep-fault-share"):
         args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fault-periods", "90"])
+    with pytest.raises(UsageError, match="--sleep-fault-periods: .90.0. are not thinning periods"):
+        args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--steep-ok-weight", "0"])
     with pytest.raises(UsageError, match="--steep-ok-weight must be > 0"):
         args.func(args)
@@ -563,7 +566,7 @@ def test_cli_train_reads_puts_the_reads_feature_on_the_card(tmp_path: Path) -> N
     out = tmp_path / "reads"
     args = parser.parse_args(
         ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), "--reads",
-         "--sleep-fault-share", "0.5", "--epochs", "1", "--steps-per-epoch", "2", "--stride",
+         "--sleep-fault-share", "1", "--sleep-fault-periods", "60", "--epochs", "1", "--steps-per-epoch", "2", "--stride",
          "4", "--hidden", "8", "-q"]
     )  # fmt: skip
     assert args.func(args) == 0

@@ -45,7 +45,8 @@ STEEP_OK_WEIGHT = 1.0
 # board read once a minute, with no spread inside its steps, is not taken for a stuck one
 # (docs/BENCHMARKS.md, "Showers taken for faults"); not yet the default
 READS_FEATURE = False
-# train --sleep-fault-share: the share of those thinned boards that get injected faults too
+# train --sleep-fault-share: the share of those thinned boards that get injected faults too;
+# --sleep-fault-periods: only boards thinned to these periods (seconds; () = every period)
 SLEEP_FAULT_SHARE = 0.0
 
 
@@ -112,6 +113,17 @@ def register(subparsers: Any) -> None:
         help=(
             "share of the --sleep-fraction boards that get injected faults like the others "
             "(default %(default)s: they stay healthy)"
+        ),
+    )
+    t.add_argument(
+        "--sleep-fault-periods",
+        nargs="+",
+        type=float,
+        default=(),
+        metavar="S",
+        help=(
+            "with --sleep-fault-share, only boards thinned to one of these periods in seconds "
+            f"(of {', '.join(str(int(p)) for p in SLEEP_PERIODS_S)}) get faults (default: all)"
         ),
     )
     _data_options(t)
@@ -301,10 +313,12 @@ def thin_some(
     fraction: float = SLEEP_FRACTION,
     periods_s: Sequence[float] = SLEEP_PERIODS_S,
     fault_share: float = SLEEP_FAULT_SHARE,
+    fault_periods: Sequence[float] = (),
 ) -> list[Any]:
     """``recs`` with each node, with probability ``fraction``, read once per one of
-    ``periods_s`` (data.thin_node) and, but for a ``fault_share`` of them, listed in
-    ``meta["no_faults"]``; seeded per recording name; the input is not changed."""
+    ``periods_s`` (data.thin_node) and listed in ``meta["no_faults"]``, but for a
+    ``fault_share`` of those thinned to one of ``fault_periods`` (() = any); seeded per
+    recording name; the input is not changed."""
     from .data import thin_node
     from .data_types import name_seed
 
@@ -323,8 +337,11 @@ def thin_some(
         # a sleeping board stays healthy (inject.inject_faults spares it): it is there to show
         # the fault head that sparse reads are no fault; with faults injected into them too,
         # the dense boards' fault F1 fell on some training seeds (BENCHMARKS.md)
+        faultable = [pick and (not fault_periods or p in fault_periods) for pick, p in picks]
         r.meta["no_faults"] = [
-            i for i, (pick, _) in enumerate(picks) if pick and rng.random() < 1.0 - fault_share
+            i
+            for i, (pick, _) in enumerate(picks)
+            if pick and not (faultable[i] and rng.random() >= 1.0 - fault_share)
         ]
         out.append(r)
     return out
@@ -482,6 +499,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--sleep-fraction must be in [0, 1], got {args.sleep_fraction}")
     if not 0 <= args.sleep_fault_share <= 1:
         raise UsageError(f"--sleep-fault-share must be in [0, 1], got {args.sleep_fault_share}")
+    odd = [p for p in args.sleep_fault_periods if p not in SLEEP_PERIODS_S]
+    if odd:
+        raise UsageError(
+            f"--sleep-fault-periods: {odd} are not thinning periods; pick from "
+            f"{[int(p) for p in SLEEP_PERIODS_S]}"
+        )
     if not args.steep_ok_weight > 0:
         raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
@@ -498,6 +521,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     seed=args.seed * 1000 + epoch,
                     fraction=args.sleep_fraction,
                     fault_share=args.sleep_fault_share,
+                    fault_periods=tuple(args.sleep_fault_periods),
                 ),
                 spec,
                 card,
