@@ -121,7 +121,12 @@ def test_demo_shows_every_feature_and_stops_cleanly(tmp_path: Path) -> None:
         assert any(x.startswith("model: ") and "none" not in x for x in lines)
     finally:
         p.send_signal(signal.SIGINT)
-        p.wait(timeout=60)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # its session; the boards die with their parent
+            p.wait()
+            raise
         reader.join(10)
     assert p.returncode == 0, "\n".join(lines[-30:])
     assert lines[-1] == "stopped.", "\n".join(lines[-30:])

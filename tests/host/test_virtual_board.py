@@ -581,7 +581,12 @@ def test_cli_board_run_with_control_socket(echo_port: int, tmp_path: Path) -> No
         assert "restarts=1" in answers[7]
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a failed test must not leave the board running
+            proc.communicate()
+            raise
     assert proc.returncode == 0, err
     assert "--- reset: PWRON_RESET ---" in out
     assert not ctl.exists()
