@@ -566,8 +566,8 @@ def test_cli_train_reads_puts_the_reads_feature_on_the_card(tmp_path: Path) -> N
     out = tmp_path / "reads"
     args = parser.parse_args(
         ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), "--reads",
-         "--sleep-fault-share", "1", "--sleep-fault-periods", "60", "--epochs", "1", "--steps-per-epoch", "2", "--stride",
-         "4", "--hidden", "8", "-q"]
+         "--sleep-fault-share", "1", "--sleep-fault-periods", "60",
+         "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
     )  # fmt: skip
     assert args.func(args) == 0
     model = load_model(out / "savedmodel")
