@@ -555,23 +555,23 @@ def test_cli_fine_tunes_on_a_single_recording_split_in_time(trained: dict, tmp_p
     assert tuned.card.max_read_interval_s == 600.0
 
 
-def test_cli_train_reads_puts_the_reads_feature_on_the_card(tmp_path: Path) -> None:
+def test_cli_train_puts_the_reads_feature_on_the_card_unless_no_reads(tmp_path: Path) -> None:
     import argparse
 
     from humigraph.model import commands
     from humigraph.model.arch import load_model
+    from humigraph.model.card import FEATURES
 
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
-    out = tmp_path / "reads"
-    args = parser.parse_args(
-        ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), "--reads",
-         "--sleep-fault-share", "1", "--sleep-fault-periods", "60",
-         "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
-    )  # fmt: skip
-    assert args.func(args) == 0
-    model = load_model(out / "savedmodel")
-    assert model.card.features[-1] == "reads" and len(model.card.features) == 9
+    for flag, features in (([], (*FEATURES, "reads")), (["--no-reads"], FEATURES)):
+        out = tmp_path / (flag[0] if flag else "default")
+        args = parser.parse_args(
+            ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), *flag,
+             "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
+        )  # fmt: skip
+        assert args.func(args) == 0
+        assert load_model(out / "savedmodel").card.features == features
 
 
 def test_time_split_cuts_every_series_at_one_instant() -> None:

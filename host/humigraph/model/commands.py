@@ -39,15 +39,19 @@ SLEEP_FRACTION = 0.1
 SLEEP_PERIODS_S = (60.0, 120.0, 300.0, 600.0)
 # train --steep-ok-weight (TrainConfig.steep_ok_weight): how much more a healthy board on a steep
 # climb weighs in the fault loss; 10 measured on six seeds on two machines (docs/BENCHMARKS.md,
-# "Showers taken for faults"), not yet the default
-STEEP_OK_WEIGHT = 1.0
+# "Showers taken for faults")
+STEEP_OK_WEIGHT = 10.0
 # train --reads: each step's count of good reads as an input (features.py, "reads"), so that a
 # board read once a minute, with no spread inside its steps, is not taken for a stuck one
-# (docs/BENCHMARKS.md, "Showers taken for faults"); not yet the default
-READS_FEATURE = False
+# (docs/BENCHMARKS.md, "The reads feature")
+READS_FEATURE = True
 # train --sleep-fault-share: the share of those thinned boards that get injected faults too;
-# --sleep-fault-periods: only boards thinned to these periods (seconds; () = every period)
-SLEEP_FAULT_SHARE = 0.0
+# --sleep-fault-periods: only boards thinned to these periods (seconds; () = every period).
+# Faults on the boards read once a minute only: with --reads, the fault head learns what a
+# stuck sensor looks like at one read per step; faults on the sparser boards too called a
+# healthy board's drift (docs/BENCHMARKS.md, "The reads feature", variants B and E)
+SLEEP_FAULT_SHARE = 1.0
+SLEEP_FAULT_PERIODS_S = (60.0,)
 
 
 def register(subparsers: Any) -> None:
@@ -91,8 +95,8 @@ def register(subparsers: Any) -> None:
         metavar="W",
         help=(
             "fault-loss weight of a healthy board whose window spans 15 %%RH or 3 °C (a shower, "
-            "cooking), so that fewer such climbs are taken for faults (default %(default)s: "
-            "weighed like any other; 10 was measured)"
+            "cooking), so that fewer such climbs are taken for faults (default %(default)s; "
+            "1 weighs them like any other board)"
         ),
     )
     t.add_argument(
@@ -112,18 +116,19 @@ def register(subparsers: Any) -> None:
         metavar="P",
         help=(
             "share of the --sleep-fraction boards that get injected faults like the others "
-            "(default %(default)s: they stay healthy)"
+            "(default %(default)s; 0 keeps them healthy)"
         ),
     )
     t.add_argument(
         "--sleep-fault-periods",
         nargs="+",
         type=float,
-        default=(),
+        default=SLEEP_FAULT_PERIODS_S,
         metavar="S",
         help=(
             "with --sleep-fault-share, only boards thinned to one of these periods in seconds "
-            f"(of {', '.join(str(int(p)) for p in SLEEP_PERIODS_S)}) get faults (default: all)"
+            f"(of {', '.join(str(int(p)) for p in SLEEP_PERIODS_S)}) get faults (default: "
+            f"{' '.join(str(int(p)) for p in SLEEP_FAULT_PERIODS_S)})"
         ),
     )
     _data_options(t)
@@ -313,7 +318,7 @@ def thin_some(
     fraction: float = SLEEP_FRACTION,
     periods_s: Sequence[float] = SLEEP_PERIODS_S,
     fault_share: float = SLEEP_FAULT_SHARE,
-    fault_periods: Sequence[float] = (),
+    fault_periods: Sequence[float] = SLEEP_FAULT_PERIODS_S,
 ) -> list[Any]:
     """``recs`` with each node, with probability ``fraction``, read once per one of
     ``periods_s`` (data.thin_node) and listed in ``meta["no_faults"]``, but for a
