@@ -339,10 +339,11 @@ def thin_some(
         for i, (pick, period) in enumerate(picks):
             if pick:
                 thin_node(r, i, period)
-        # a sleeping board stays healthy (inject.inject_faults spares it): it is there to show
-        # the fault head that sparse reads are no fault; with faults injected into all of them,
-        # the dense boards' fault F1 fell on some training seeds (BENCHMARKS.md). fault_share
-        # lets some of them (of fault_periods) keep their faults.
+        # a board thinned to 2-10 minutes stays healthy (inject.inject_faults spares it): it
+        # shows the fault head that sparse reads are no fault; with faults injected into all of
+        # them, the dense boards' fault F1 fell on some training seeds (BENCHMARKS.md). Those of
+        # fault_periods (one read a minute, by default) keep their faults, so that the head
+        # still learns a stuck sensor read that seldom.
         r.meta["no_faults"] = [
             i
             for i, (pick, period) in enumerate(picks)
