@@ -363,6 +363,17 @@ def test_cli_train_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> 
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-fault-periods", "90"])
     with pytest.raises(UsageError, match="--sleep-fault-periods: .90.0. are not thinning periods"):
         args.func(args)
+    args = parser.parse_args(["train", "--data", "nosuch:thing", "--sleep-periods", "30", "0"])
+    with pytest.raises(UsageError, match=r"--sleep-periods must be > 0 seconds, got \[0.0\]"):
+        args.func(args)
+    # the fault periods are checked against --sleep-periods, not the defaults: 30 passes here
+    # and the bad --data is what fails
+    args = parser.parse_args(
+        ["train", "--data", "nosuch:thing", "--sleep-periods", "30", "90",
+         "--sleep-fault-periods", "30"]
+    )  # fmt: skip
+    with pytest.raises(HumigraphError, match="nosuch:thing"):
+        args.func(args)
     args = parser.parse_args(["train", "--data", "nosuch:thing", "--steep-ok-weight", "0"])
     with pytest.raises(UsageError, match="--steep-ok-weight must be > 0"):
         args.func(args)

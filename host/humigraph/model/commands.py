@@ -83,9 +83,22 @@ def register(subparsers: Any) -> None:
         default=SLEEP_FRACTION,
         metavar="P",
         help=(
-            "share of training boards read like deep-sleep boards each epoch, once every "
-            f"{'/'.join(str(int(p // 60)) for p in SLEEP_PERIODS_S)} minutes, so the fault head "
-            "can judge such boards (default %(default)s; 0 turns it off)"
+            "share of training boards read like deep-sleep boards each epoch, once every one of "
+            "--sleep-periods, so the fault head can judge such boards (default %(default)s; 0 "
+            "turns it off)"
+        ),
+    )
+    t.add_argument(
+        "--sleep-periods",
+        nargs="+",
+        type=float,
+        default=SLEEP_PERIODS_S,
+        metavar="S",
+        help=(
+            "read periods in seconds the --sleep-fraction boards are thinned to, one picked per "
+            "board (default: "
+            f"{' '.join(str(int(p)) for p in SLEEP_PERIODS_S)}); the gateway judges no board "
+            "read more seldom than the longest"
         ),
     )
     t.add_argument(
@@ -126,8 +139,8 @@ def register(subparsers: Any) -> None:
         default=SLEEP_FAULT_PERIODS_S,
         metavar="S",
         help=(
-            "with --sleep-fault-share, only boards thinned to one of these periods in seconds "
-            f"(of {', '.join(str(int(p)) for p in SLEEP_PERIODS_S)}) get faults (default: "
+            "with --sleep-fault-share, only boards thinned to one of these --sleep-periods "
+            "get faults (default: "
             f"{' '.join(str(int(p)) for p in SLEEP_FAULT_PERIODS_S)})"
         ),
     )
@@ -508,16 +521,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--sleep-fraction must be in [0, 1], got {args.sleep_fraction}")
     if not 0 <= args.sleep_fault_share <= 1:
         raise UsageError(f"--sleep-fault-share must be in [0, 1], got {args.sleep_fault_share}")
-    odd = [p for p in args.sleep_fault_periods if p not in SLEEP_PERIODS_S]
+    bad_periods = [p for p in args.sleep_periods if not p > 0]
+    if bad_periods:
+        raise UsageError(f"--sleep-periods must be > 0 seconds, got {bad_periods}")
+    odd = [p for p in args.sleep_fault_periods if p not in args.sleep_periods]
     if odd:
         raise UsageError(
             f"--sleep-fault-periods: {odd} are not thinning periods; pick from "
-            f"{[int(p) for p in SLEEP_PERIODS_S]}"
+            f"--sleep-periods {' '.join(f'{p:g}' for p in args.sleep_periods)}"
         )
     if not args.steep_ok_weight > 0:
         raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
-    card.max_read_interval_s = max(SLEEP_PERIODS_S) if args.sleep_fraction > 0 else None
+    card.max_read_interval_s = max(args.sleep_periods) if args.sleep_fraction > 0 else None
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
 
     def epoch_windows(epoch: int) -> Any:
@@ -529,6 +545,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     tr,
                     seed=args.seed * 1000 + epoch,
                     fraction=args.sleep_fraction,
+                    periods_s=tuple(args.sleep_periods),
                     fault_share=args.sleep_fault_share,
                     fault_periods=tuple(args.sleep_fault_periods),
                 ),
