@@ -285,6 +285,29 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
         assert x.meta.get("no_faults", []) == slow
 
 
+def test_thin_some_reads_whole_sites_at_one_period_with_their_faults() -> None:
+    """--site-sleep-fraction: about that share of the recordings has every board read once per
+    one of the site periods, faults kept; the boards' own picks stay as they were elsewhere."""
+    from humigraph.model.commands import thin_some
+
+    recs = [ramp(n_steps=60, nodes=4, name=f"r{k}") for k in range(60)]
+    for rec in recs:  # a read every 10 s, the firmware's default
+        rec.ts = [T0 + 10.0 * np.arange(len(ts)) for ts in rec.ts]
+    out = thin_some(recs, seed=5, site_fraction=0.3, site_periods_s=(20.0, 30.0))
+    alone = thin_some(recs, seed=5)
+    whole, gaps = 0, set()
+    for src, x, y in zip(recs, out, alone, strict=True):
+        assert len(src.ts[0]) == 60  # the input keeps every read
+        lengths = {len(ts) for ts in x.ts}
+        if lengths in ({30}, {20}):  # every board read every 20 or every 30 s
+            whole += 1
+            gaps |= {float(np.diff(ts)[0]) for ts in x.ts}
+            assert not x.meta.get("no_faults")  # a whole site keeps its faults
+        else:
+            assert [len(ts) for ts in x.ts] == [len(ts) for ts in y.ts]
+    assert 0.15 < whole / 60 < 0.45 and gaps == {20.0, 30.0}
+
+
 def test_world_days_split_and_options() -> None:
     recs = load("world:1-2?days=2&rooms=2&condensation=0", limit_days=1)
     assert [r.name for r in recs] == ["world:1/day0", "world:2/day0"]

@@ -52,6 +52,12 @@ READS_FEATURE = True
 # healthy board's drift (docs/BENCHMARKS.md, "The reads feature", variants B and E)
 SLEEP_FAULT_SHARE = 1.0
 SLEEP_FAULT_PERIODS_S = (60.0,)
+# train --site-sleep-fraction / --site-sleep-periods: each epoch, that share of the training
+# recordings has every board read once per one of these periods, faults kept. A user sets one
+# `interval` for a whole site; a site read every 30 s, never shown in training, got about three
+# false fault alarms per node-day (docs/BENCHMARKS.md, "Whole sites reading every 10 to 60 s").
+SITE_SLEEP_FRACTION = 0.0
+SITE_SLEEP_PERIODS_S = (20.0, 30.0, 60.0)
 
 
 def register(subparsers: Any) -> None:
@@ -99,6 +105,28 @@ def register(subparsers: Any) -> None:
             "board (default: "
             f"{' '.join(str(int(p)) for p in SLEEP_PERIODS_S)}); the gateway judges no board "
             "read more seldom than the longest"
+        ),
+    )
+    t.add_argument(
+        "--site-sleep-fraction",
+        type=float,
+        default=SITE_SLEEP_FRACTION,
+        metavar="P",
+        help=(
+            "share of training recordings whose every board is read once per one of "
+            "--site-sleep-periods each epoch, faults kept, as a site set to one `interval` "
+            "reads (default %(default)s; 0 turns it off)"
+        ),
+    )
+    t.add_argument(
+        "--site-sleep-periods",
+        nargs="+",
+        type=float,
+        default=SITE_SLEEP_PERIODS_S,
+        metavar="S",
+        help=(
+            "read periods in seconds for --site-sleep-fraction, one picked per recording "
+            f"(default: {' '.join(str(int(p)) for p in SITE_SLEEP_PERIODS_S)})"
         ),
     )
     t.add_argument(
@@ -332,16 +360,29 @@ def thin_some(
     periods_s: Sequence[float] = SLEEP_PERIODS_S,
     fault_share: float = SLEEP_FAULT_SHARE,
     fault_periods: Sequence[float] = SLEEP_FAULT_PERIODS_S,
+    site_fraction: float = SITE_SLEEP_FRACTION,
+    site_periods_s: Sequence[float] = SITE_SLEEP_PERIODS_S,
 ) -> list[Any]:
     """``recs`` with each node, with probability ``fraction``, read once per one of
     ``periods_s`` (data.thin_node) and listed in ``meta["no_faults"]``, but for a
-    ``fault_share`` of those thinned to one of ``fault_periods`` (() = any); seeded per
-    recording name; the input is not changed."""
+    ``fault_share`` of those thinned to one of ``fault_periods`` (() = any); and, with
+    probability ``site_fraction``, a recording's every node read once per one of
+    ``site_periods_s`` instead, faults kept. Seeded per recording name; the input is not
+    changed."""
     from .data import thin_node
     from .data_types import name_seed
 
     out = []
     for rec in recs:
+        # its own stream (+ 2), so that site_fraction 0 leaves the boards' picks as they were
+        site_rng = np.random.default_rng(name_seed(seed, rec.name) + 2)
+        if site_fraction > 0 and site_rng.random() < site_fraction:
+            period = float(site_rng.choice(site_periods_s))
+            r = rec.copy()
+            for i in range(len(r.nodes)):
+                thin_node(r, i, period)
+            out.append(r)
+            continue
         # + 1: inject_faults seeds its stream with name_seed(seed, name) itself; keep them apart
         rng = np.random.default_rng(name_seed(seed, rec.name) + 1)
         picks = [(rng.random() < fraction, float(rng.choice(periods_s))) for _ in rec.nodes]
@@ -519,11 +560,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             card = base
     if not 0 <= args.sleep_fraction <= 1:
         raise UsageError(f"--sleep-fraction must be in [0, 1], got {args.sleep_fraction}")
+    if not 0 <= args.site_sleep_fraction <= 1:
+        raise UsageError(f"--site-sleep-fraction must be in [0, 1], got {args.site_sleep_fraction}")
     if not 0 <= args.sleep_fault_share <= 1:
         raise UsageError(f"--sleep-fault-share must be in [0, 1], got {args.sleep_fault_share}")
-    bad_periods = [p for p in args.sleep_periods if not p > 0]
-    if bad_periods:
-        raise UsageError(f"--sleep-periods must be > 0 seconds, got {bad_periods}")
+    for flag, periods in (
+        ("--sleep-periods", args.sleep_periods),
+        ("--site-sleep-periods", args.site_sleep_periods),
+    ):
+        bad_periods = [p for p in periods if not p > 0]
+        if bad_periods:
+            raise UsageError(f"{flag} must be > 0 seconds, got {bad_periods}")
     odd = [p for p in args.sleep_fault_periods if p not in args.sleep_periods]
     if odd:
         raise UsageError(
@@ -533,7 +580,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.steep_ok_weight > 0:
         raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
-    card.max_read_interval_s = max(args.sleep_periods) if args.sleep_fraction > 0 else None
+    sparse = [*(args.sleep_periods if args.sleep_fraction > 0 else ())]
+    sparse += args.site_sleep_periods if args.site_sleep_fraction > 0 else []
+    card.max_read_interval_s = max(sparse) if sparse else None
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
 
     def epoch_windows(epoch: int) -> Any:
@@ -548,6 +597,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     periods_s=tuple(args.sleep_periods),
                     fault_share=args.sleep_fault_share,
                     fault_periods=tuple(args.sleep_fault_periods),
+                    site_fraction=args.site_sleep_fraction,
+                    site_periods_s=tuple(args.site_sleep_periods),
                 ),
                 spec,
                 card,
