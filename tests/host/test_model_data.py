@@ -241,17 +241,18 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
     share of nodes thinned to one of the periods, the input untouched; fraction 0 is a no-op."""
     from humigraph.model.commands import SLEEP_PERIODS_S, thin_some
 
-    recs = [ramp(n_steps=60, nodes=8, name=f"r{k}") for k in range(40)]
-    for rec in recs:  # a read every 20 s, so that every period, one minute included, thins
-        rec.ts = [T0 + 20.0 * np.arange(len(ts)) for ts in rec.ts]
+    recs = [ramp(n_steps=120, nodes=8, name=f"r{k}") for k in range(40)]
+    # a read every 10 s for 20 minutes: every period thins, and leaves two reads or more
+    for rec in recs:
+        rec.ts = [T0 + 10.0 * np.arange(len(ts)) for ts in rec.ts]
     a = thin_some(recs, seed=3, fault_share=0.0)
     b = thin_some(list(reversed(recs)), seed=3)[::-1]  # by name, not by order
     thinned, periods = 0, set()
     for src, x, y in zip(recs, a, b, strict=True):
-        assert len(src.ts[0]) == 60  # the input keeps every read
+        assert len(src.ts[0]) == 120  # the input keeps every read
         for i in range(8):
             np.testing.assert_array_equal(x.ts[i], y.ts[i])
-            if len(x.ts[i]) < 60:
+            if len(x.ts[i]) < 120:
                 thinned += 1
                 gap = float(np.diff(x.ts[i])[0])
                 assert gap in SLEEP_PERIODS_S
@@ -276,7 +277,7 @@ def test_thin_some_reads_about_one_board_in_ten_like_a_deep_sleep_board_seeded()
     assert 0.3 < spared / thinned < 0.7
     every = thin_some(recs, seed=3, fault_share=1.0, fault_periods=())
     assert all(not x.meta.get("no_faults") for x in every)
-    # by default (what train does) only the boards thinned to one minute get faults
+    # by default (what train does) only the boards thinned to 20 s to one minute get faults
     minute = thin_some(recs, seed=3)
     assert pattern(minute) == pattern(a)
     for src, x in zip(recs, minute, strict=True):
