@@ -35,8 +35,9 @@ DEFAULT_STRIDE = {"world": 3, "room-climate": 1, "uci-occupancy": 4}
 # single 0.1-resolution read, so quiet rooms repeat steps exactly as a stuck sensor does; without
 # it in training, a healthy simulated board read so was called faulty in 5.7 % of the judged
 # held-out windows (docs/BENCHMARKS.md, "Five training seeds, with one-minute boards").
-# Boards read every 20 or 30 s too: whole sites read so, never shown in training, got two to four
-# false fault alarms per node-day (docs/BENCHMARKS.md, "Whole sites reading every 10 to 60 s").
+# Boards read every 20 or 30 s too: whole sites read every 30 s, never shown in training, got one
+# to four false fault alarms per node-day on three seeds of four (docs/BENCHMARKS.md, "Whole
+# sites reading every 10 to 60 s").
 SLEEP_FRACTION = 0.1
 SLEEP_PERIODS_S = (20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # train --steep-ok-weight (TrainConfig.steep_ok_weight): how much more a healthy board on a steep
