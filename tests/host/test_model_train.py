@@ -585,6 +585,30 @@ def test_cli_train_puts_the_reads_feature_on_the_card_unless_no_reads(tmp_path: 
         assert load_model(out / "savedmodel").card.features == features
 
 
+def test_cli_train_card_says_the_sparsest_reads_it_was_trained_on(tmp_path: Path) -> None:
+    """max_read_interval_s, which the gateway judges boards by, is the longest period training
+    thinned boards or whole sites to; with both off there is none."""
+    import argparse
+
+    from humigraph.model import commands
+    from humigraph.model.arch import load_model
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    for name, flags, longest in (
+        ("sites", ["--sleep-fraction", "0", "--site-sleep-fraction", "0.5",
+                   "--site-sleep-periods", "20", "45"], 45.0),
+        ("none", ["--sleep-fraction", "0"], None),
+    ):  # fmt: skip
+        out = tmp_path / name
+        args = parser.parse_args(
+            ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), *flags,
+             "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
+        )  # fmt: skip
+        assert args.func(args) == 0
+        assert load_model(out / "savedmodel").card.max_read_interval_s == longest
+
+
 def test_time_split_cuts_every_series_at_one_instant() -> None:
     from humigraph.model.commands import time_split
     from humigraph.model.data import load

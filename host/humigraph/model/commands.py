@@ -378,8 +378,8 @@ def thin_some(
     out = []
     for rec in recs:
         # its own stream (+ 2), so that site_fraction 0 leaves the boards' picks as they were
-        site_rng = np.random.default_rng(name_seed(seed, rec.name) + 2)
-        if site_fraction > 0 and site_rng.random() < site_fraction:
+        site_rng = np.random.default_rng(name_seed(seed, rec.name) + 2) if site_fraction else None
+        if site_rng is not None and site_rng.random() < site_fraction:
             period = float(site_rng.choice(site_periods_s))
             r = rec.copy()
             for i in range(len(r.nodes)):
@@ -583,9 +583,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.steep_ok_weight > 0:
         raise UsageError(f"--steep-ok-weight must be > 0, got {args.steep_ok_weight}")
     # the gateway judges boards as sparse as training showed the fault head, and no sparser
-    sparse = [*(args.sleep_periods if args.sleep_fraction > 0 else ())]
-    sparse += args.site_sleep_periods if args.site_sleep_fraction > 0 else []
-    card.max_read_interval_s = max(sparse) if sparse else None
+    sparse = [
+        *(args.sleep_periods if args.sleep_fraction > 0 else []),
+        *(args.site_sleep_periods if args.site_sleep_fraction > 0 else []),
+    ]
+    card.max_read_interval_s = max(sparse, default=None)
     sources = load_split(args.data, args.holdout, args.split_seed, echo, split_single=True)
 
     def epoch_windows(epoch: int) -> Any:
