@@ -92,9 +92,9 @@ def register(subparsers: Any) -> None:
         default=SLEEP_FRACTION,
         metavar="P",
         help=(
-            "share of training boards read like deep-sleep boards each epoch, once every one of "
-            "--sleep-periods, so the fault head can judge such boards (default %(default)s; 0 "
-            "turns it off)"
+            "share of training boards read more seldom than the rest each epoch, once every one "
+            "of --sleep-periods (a longer `interval`, deep sleep), so the fault head can judge "
+            "such boards (default %(default)s; 0 turns it off)"
         ),
     )
     t.add_argument(
