@@ -566,47 +566,40 @@ def test_cli_fine_tunes_on_a_single_recording_split_in_time(trained: dict, tmp_p
     assert tuned.card.max_read_interval_s == 600.0
 
 
-def test_cli_train_puts_the_reads_feature_on_the_card_unless_no_reads(tmp_path: Path) -> None:
+def _tiny_train_card(out: Path, flags: list[str]) -> ModelCard:
+    """``humigraph train`` with ``flags`` for a few steps of a tiny model: its card."""
     import argparse
 
     from humigraph.model import commands
     from humigraph.model.arch import load_model
-    from humigraph.model.card import FEATURES
 
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), *flags,
+         "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    return load_model(out / "savedmodel").card
+
+
+def test_cli_train_puts_the_reads_feature_on_the_card_unless_no_reads(tmp_path: Path) -> None:
+    from humigraph.model.card import FEATURES
+
     for flag, features in (([], (*FEATURES, "reads")), (["--no-reads"], FEATURES)):
         out = tmp_path / (flag[0] if flag else "default")
-        args = parser.parse_args(
-            ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), *flag,
-             "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
-        )  # fmt: skip
-        assert args.func(args) == 0
-        assert load_model(out / "savedmodel").card.features == features
+        assert _tiny_train_card(out, flag).features == features
 
 
 def test_cli_train_card_says_the_sparsest_reads_it_was_trained_on(tmp_path: Path) -> None:
     """max_read_interval_s, which the gateway judges boards by, is the longest period training
     thinned boards or whole sites to; with both off there is none."""
-    import argparse
-
-    from humigraph.model import commands
-    from humigraph.model.arch import load_model
-
-    parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers())
     for name, flags, longest in (
         ("sites", ["--sleep-fraction", "0", "--site-sleep-fraction", "0.5",
                    "--site-sleep-periods", "20", "45"], 45.0),
         ("none", ["--sleep-fraction", "0"], None),
     ):  # fmt: skip
-        out = tmp_path / name
-        args = parser.parse_args(
-            ["train", "--data", "world:3?days=0.3&rooms=3", "--out", str(out), *flags,
-             "--epochs", "1", "--steps-per-epoch", "2", "--stride", "4", "--hidden", "8", "-q"]
-        )  # fmt: skip
-        assert args.func(args) == 0
-        assert load_model(out / "savedmodel").card.max_read_interval_s == longest
+        assert _tiny_train_card(tmp_path / name, flags).max_read_interval_s == longest
 
 
 def test_time_split_cuts_every_series_at_one_instant() -> None:
