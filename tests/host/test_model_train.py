@@ -229,6 +229,7 @@ def test_quantize_roundtrip_through_the_runtime(trained: dict, tmp_path: Path) -
     assert len(bmm) == 2  # the similarity's and the messages'
     assert all(details[op["inputs"][1]]["quantization"][1] == 0 for op in bmm)
     assert ops and all(d == "int8" for op in ops for d in op["outputs"] if op["op"] != "QUANTIZE")
+    assert [op["op"] for op in ops].count("SOFTMAX") == 2  # the adjacency's and the fault head's
     CARD.save(int8.with_suffix(".json"))
     CARD.save(fp32.with_suffix(".json"))
     rq, rf = Runtime(int8), Runtime(fp32)
@@ -324,6 +325,37 @@ def test_bias_correction_takes_out_the_mean_shift_of_rounded_weights(
     assert max(float(np.abs(b).max()) for b in before) > 3.0
     for a in after:
         assert np.abs(a).max() <= 1.0 + 1e-6
+
+
+def test_a_sigmoid_adjacency_trains_and_leaves_one_softmax_in_the_int8_graph(
+    tmp_path: Path,
+) -> None:
+    """``train --adjacency sigmoid`` (not the default): each pair's own LOGISTIC instead of a
+    SOFTMAX over the row, so only the fault head's SOFTMAX stays outside XNNPACK."""
+    from humigraph.model.arch import ArchConfig, SiteModel, load_model
+    from humigraph.model.quantize import convert
+    from humigraph.model.train import TrainConfig, train
+    from humigraph.runtime import Runtime
+
+    with pytest.raises(ModelError, match="adjacency 'relu': use one of softmax, sigmoid"):
+        SiteModel(CARD, ArchConfig(hidden=8, key=4, embed=2, adjacency="relu"))
+    arch = ArchConfig(hidden=8, key=4, embed=2, adjacency="sigmoid")
+    cfg = TrainConfig(epochs=1, batch=16, steps_per_epoch=3, progress=False, seed=2)
+    tr, va = synthetic_windows(64, 0), synthetic_windows(16, 1)
+    res = train(lambda epoch: tr, va, CARD, tmp_path / "m", cfg, arch=arch)
+    assert load_model(res.savedmodel).arch.adjacency == "sigmoid"
+    int8, fp32, ops, _, _ = convert(
+        res.savedmodel, synthetic_windows(200, 7), tmp_path / "s.tflite"
+    )
+    kinds = [op["op"] for op in ops]
+    assert kinds.count("SOFTMAX") == 1  # the fault head's; the softmax model has two
+    CARD.save(int8.with_suffix(".json"))
+    w = synthetic_windows(4, 9)
+    for i in range(len(w)):
+        adj = Runtime(int8).run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])["adjacency"][0]
+        live = w.node_mask[i] > 0
+        assert np.all(adj[:, ~live] == 0) and np.all(np.diag(adj) == 0)
+        assert adj.min() >= 0 and adj.max() <= 1
 
 
 def test_quantize_needs_200_calibration_windows(trained: dict, tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ One forward pass sees a whole site window ``x [B, nodes, history, F]`` and ``nod
    recent changes (feature similarity: it generalizes across sites) and ``E`` a small per-slot
    embedding (it can only learn a site's layout when fine-tuned on that site). Sparsified by a threshold and masked: padding,
    the diagonal and entries under ``threshold`` are exactly 0.
+   ``ArchConfig.adjacency = "sigmoid"`` (``train --adjacency sigmoid``, not the default) takes
+   each entry's own sigmoid instead and sums the neighbours' messages: no int8 SOFTMAX outside
+   XNNPACK, but lone boards read once a minute get called drifting (docs/BENCHMARKS.md).
 3. *router*: per node a softmax over (own history, neighbour aggregation) mixes two forecast paths,
    so a node whose own history looks wrong is forecast from its neighbours.
 4. heads: forecast (normalized change per horizon), fault class, site insights.
@@ -45,6 +48,7 @@ __all__ = ["ArchConfig", "SiteModel", "load_model", "save_model"]
 ARCH_FILE = "humigraph-arch.json"
 WEIGHTS_FILE = "humigraph-weights.npz"
 CARD_FILE = "humigraph-card.json"
+ADJACENCY_KINDS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class ArchConfig:
     fine_steps: int = 8  # full-resolution tail seen by the fine encoder
     pools: tuple[int, ...] = (4, 16)  # mean-pool factors of the coarser encoders
     threshold: float = 0.05  # adjacency entries below this are cut to 0
+    # how a row of logits becomes weights: "softmax" (a distribution over the neighbours) or
+    # "sigmoid" (each pair on its own: the probability that the two are coupled, summed over the
+    # neighbours); int8 SOFTMAX runs outside XNNPACK, int8 LOGISTIC inside
+    adjacency: str = "softmax"
     mask_logit: float = 8.0  # logit pushed down for forbidden neighbours (kept small for int8)
     clip_in: float = 4.0
     clip_out: float = 2.0  # normalized change; int8 step = 2*clip_out/255
@@ -83,6 +91,10 @@ class SiteModel(tf.Module):
         if tuple(card.features[:4]) != ("t", "rh", "dt", "drh"):
             raise ModelError(
                 f"features {list(card.features)}: the first four must be t, rh, dt, drh"
+            )
+        if arch.adjacency not in ADJACENCY_KINDS:
+            raise ModelError(
+                f"adjacency {arch.adjacency!r}: use one of {', '.join(ADJACENCY_KINDS)}"
             )
         if arch.fine_steps > h:
             raise ModelError(f"fine_steps {arch.fine_steps} exceeds history {h}")
@@ -119,7 +131,9 @@ class SiteModel(tf.Module):
         )  # linear skip: a trend forecast is one layer away
         dense("nb1", md, hd)
         dense("nb2", hd, k * 2)
-        dense("fault1", hd + md + rough, hd)
+        # sigmoid adjacency: the fault head also sees how strongly a node is tied to the others
+        # and whether there are others at all (see forward())
+        dense("fault1", hd + md + rough + 2 * (arch.adjacency == "sigmoid"), hd)
         dense("fault2", hd, c)
         dense("ins1", 2 * hd + 1 + 2 * mid, hd)
         dense("ins2", hd, i)
@@ -238,7 +252,8 @@ class SiteModel(tf.Module):
         # so it learns a layout only when fine-tuned), and int8 ADD of two tensors whose scales
         # are 1000x apart leaves XNNPACK for TFLite's slower kernel
         logits = (sim + shifted_t[None]) * allowed - arch.mask_logit
-        prob = tf.nn.softmax(logits, axis=-1)
+        sigmoid = arch.adjacency == "sigmoid"
+        prob = tf.sigmoid(logits) if sigmoid else tf.nn.softmax(logits, axis=-1)
         adjacency = tf.nn.relu(prob - arch.threshold) * allowed * m
 
         # 3. router: own history vs neighbour aggregation
@@ -276,7 +291,15 @@ class SiteModel(tf.Module):
         change = forecast if not c else c["knee"] * tf.sinh(forecast * (1.0 / c["gain"]))
 
         # 4. heads
-        fault_in = tf.concat([state, message - agg, rough], axis=-1)  # how it differs from them
+        parts = [state, message - agg, rough]  # how it differs from them
+        if arch.adjacency == "sigmoid":
+            # Summed over independent pairs, a node the model finds unlike every other gets the
+            # aggregate of a lone board (0), and in training that is what a drifting node looks
+            # like; its total tie and "any other board present" tell the two apart.
+            tie = tf.reduce_mean(adjacency, axis=-1, keepdims=True)
+            others = tf.reduce_max(allowed, axis=-1, keepdims=True) * m
+            parts += [tie, others]
+        fault_in = tf.concat(parts, axis=-1)
         fault_logits = self._dense("fault2", tf.nn.relu(self._dense("fault1", fault_in)))
         present = tf.reduce_mean(node_mask, axis=1, keepdims=True)  # [B, 1]
         # the site's recent t and rh changes (mean and extreme over its nodes), as the GBT

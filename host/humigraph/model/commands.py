@@ -85,6 +85,16 @@ def register(subparsers: Any) -> None:
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     t.add_argument("--steps-per-epoch", type=int, default=None, help="cap on batches per epoch")
     t.add_argument("--hidden", type=int, default=48, help="node state width (default 48)")
+    t.add_argument(
+        "--adjacency",
+        choices=("softmax", "sigmoid"),
+        default="softmax",
+        help=(
+            "how the learned adjacency weighs a node's neighbours: softmax (a distribution over "
+            "them) or sigmoid (each pair's own probability of being coupled; int8 LOGISTIC runs "
+            "in XNNPACK, int8 SOFTMAX does not) (default %(default)s; --init keeps the base's)"
+        ),
+    )
     t.add_argument("--max-windows", type=int, default=None, help="cap on windows per SPEC")
     t.add_argument(
         "--sleep-fraction",
@@ -659,7 +669,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         card,
         args.out,
         cfg,
-        arch=ArchConfig(hidden=args.hidden),
+        arch=ArchConfig(hidden=args.hidden, adjacency=args.adjacency),
         init=args.init,
         info=info,
         echo=echo,
