@@ -292,10 +292,11 @@ class SiteModel(tf.Module):
 
         # 4. heads
         parts = [state, message - agg, rough]  # how it differs from them
-        if arch.adjacency == "sigmoid":
-            # Summed over independent pairs, a node the model finds unlike every other gets the
-            # aggregate of a lone board (0), and in training that is what a drifting node looks
-            # like; its total tie and "any other board present" tell the two apart.
+        if sigmoid:
+            # Summed over independent pairs, a node the model finds unlike every other gets a
+            # lone board's aggregate (0), as a drifting node might; its total tie and "any other
+            # board present" let the head tell the two apart (it did not cure the lone ESP32
+            # board's drift calls: docs/BENCHMARKS.md).
             tie = tf.reduce_mean(adjacency, axis=-1, keepdims=True)
             others = tf.reduce_max(allowed, axis=-1, keepdims=True) * m
             parts += [tie, others]
