@@ -350,9 +350,9 @@ def test_a_sigmoid_adjacency_trains_and_leaves_one_softmax_in_the_int8_graph(
     kinds = [op["op"] for op in ops]
     assert kinds.count("SOFTMAX") == 1  # the fault head's; the softmax model has two
     CARD.save(int8.with_suffix(".json"))
-    w = synthetic_windows(4, 9)
+    w, rt = synthetic_windows(4, 9), Runtime(int8)
     for i in range(len(w)):
-        adj = Runtime(int8).run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])["adjacency"][0]
+        adj = rt.run(x=w.x[i : i + 1], node_mask=w.node_mask[i : i + 1])["adjacency"][0]
         live = w.node_mask[i] > 0
         assert np.all(adj[:, ~live] == 0) and np.all(np.diag(adj) == 0)
         assert adj.min() >= 0 and adj.max() <= 1
