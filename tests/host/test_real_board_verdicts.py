@@ -2,7 +2,7 @@
 (one healthy board, read about once a minute, three stretches with hours of silence between
 them) gets no sensor-fault verdict in any of its windows. Trained with the sigmoid adjacency,
 eleven training runs of thirteen called some of its 152 windows `drift` (up to 71;
-docs/BENCHMARKS.md, "Tried this session: the adjacency through sigmoids") while the held-out
+docs/BENCHMARKS.md, "The adjacency through sigmoids") while the held-out
 fault goal still held: this log is what showed it. Skips when ../shared is absent."""
 
 from __future__ import annotations
