@@ -36,7 +36,7 @@ def run_model_bench(
     model: Path, float_model: Path, *, rounds: int = 5, runs: int = 1000
 ) -> dict[str, Any]:
     """``rounds`` rounds of :func:`humigraph.model.latency.latency_side_by_side`."""
-    from .model.latency import latency_side_by_side
+    from .model.latency import cpu_summary, latency_side_by_side
 
     for p in (model, float_model):
         if not Path(p).is_file():
@@ -55,6 +55,7 @@ def run_model_bench(
     ratios = [r["ratio"] for r in per_round]
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "cpu": cpu_summary(),
         "model": str(model),
         "baseline": str(float_model),
         "threads": 1,
@@ -69,8 +70,11 @@ def run_model_bench(
 
 
 def table(r: dict[str, Any]) -> str:
+    from .model.latency import describe_cpu
+
     lines = [
         f"machine: {r['machine']}",
+        f"CPU: {describe_cpu(r['cpu'])}",
         f"INT8 {r['model']} against float32 {r['baseline']}, one window, 1 thread, "
         f"{r['runs_per_round']} interleaved calls each per round",
         "",

@@ -476,6 +476,7 @@ def test_quantize_command_writes_models_cards_report_and_plots(
 
     from humigraph.model import commands
     from humigraph.model.card import load_card
+    from humigraph.model.latency import describe_cpu
     from humigraph.runtime import Runtime, list_ops
 
     parser = argparse.ArgumentParser()
@@ -516,6 +517,8 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     assert m["latency"]["int8"]["outside_delegate"] == {"SOFTMAX": 2}
     assert m["evaluation"]["symmetric_operands"][0]["step_after"] > 0
     assert m["latency"]["int8"]["delegate_partitions"] >= 1
+    cpu = m["latency"]["cpu"]  # which CPU timed them: the int8/float ratio depends on it
+    assert cpu["cpus"] >= 1 and isinstance(cpu["features"], list)
     assert m["ops_list"] == [f"{o['op']}:{'/'.join(o['outputs'])}" for o in list_ops(out)]
     (held_out,) = m["evaluate"].values()
     assert held_out["int8"]["windows"] > 0 and "fp32" in held_out
@@ -552,6 +555,7 @@ def test_quantize_command_writes_models_cards_report_and_plots(
     md = out.with_suffix(".md").read_text()
     assert card.model_id in md and "Parity: INT8 against float32" in md
     assert "| SOFTMAX x2 |" in md  # the ops XNNPACK leaves outside, in the Files table
+    assert f"Timed on: {describe_cpu(cpu)}, {cpu['cpus']} CPUs." in md
     spacing = f"at most {card.judged_spacing_s():g} s apart"  # the gateway's limit, from the card
     assert spacing in md and "called faulty (60 / 120 / 300 / 600 s between reads)" in md
     Runtime(out).run(

@@ -160,13 +160,52 @@ def test_bench_model_times_int8_and_float_side_by_side(capsys: pytest.CaptureFix
 
     assert main(["bench", "model", "--model", str(INT8), "--rounds", "2", "--runs", "20"]) == 0
     text = capsys.readouterr().out
-    assert "INT8/float" in text and "machine:" in text
+    assert "INT8/float" in text and "machine:" in text and "\nCPU: " in text
     assert main(["bench", "model", "--rounds", "1", "--runs", "20", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["baseline"].endswith("humigraph-fp32.tflite") and r["runs_per_round"] == 20
+    assert r["cpu"]["cpus"] >= 1 and set(r["cpu"]) >= {"name", "family", "model", "features"}
     (row,) = r["rounds"]
     assert row["int8_ms"] > 0 and row["fp32_ms"] > 0
     assert row["ratio"] == pytest.approx(row["int8_ms"] / row["fp32_ms"], abs=1e-3)
     assert r["delegate"]["fp32"] == {}  # XNNPACK takes the whole float graph
     assert main(["bench", "model", "--runs", "5"]) == 2
     assert "--runs >= 10" in capsys.readouterr().err
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16
+
+processor\t: 1
+model name\t: another
+"""
+
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 62.50
+Features\t: fp asimd evtstrm aes asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd42
+"""
+
+
+def test_cpu_summary_names_the_cpu_that_timed_the_models() -> None:
+    """bench model and the card say which CPU timed INT8 against float: the ratio is the
+    CPU's (0.87x on a Zen 4 EPYC, 1.02x on a Zen 5, 1.13x on an Intel Xeon)."""
+    from humigraph.model.latency import cpu_summary, describe_cpu
+
+    x86 = cpu_summary(X86_CPUINFO)
+    assert (x86["name"], x86["family"], x86["model"]) == ("AMD EPYC", 25, 17)
+    assert x86["features"] == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert describe_cpu(x86) == (
+        "AMD EPYC, family 25 model 17 (avx2 avx512f avx512_vnni avx512_bf16)"
+    )
+    arm = cpu_summary(ARM_CPUINFO)  # a Jetson Orin's Cortex-A78AE: no model name, a CPU part
+    assert arm["family"] is None and arm["part"] == "0xd42" and arm["features"] == ["asimddp"]
+    assert "part 0xd42 (asimddp)" in describe_cpu(arm)
+    bare = cpu_summary("")  # no /proc/cpuinfo (not Linux): nothing invented
+    assert bare["family"] is None and bare["features"] == []
+    assert describe_cpu(bare).endswith("(none of avx2 avx512f avx512_vnni)")

@@ -686,6 +686,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from .arch import load_model
+    from .latency import cpu_summary
     from .quantize import convert, latency_side_by_side, model_id
     from .report import fixed_parity, parity, run_model, task_metrics, write_markdown, write_plots
     from .train import limit_threads
@@ -767,6 +768,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         held_out_eval[spec] = row
     x0, m0 = ev.x[:1], ev.node_mask[:1]
     lat = latency_side_by_side({"int8": int8, "fp32": fp32}, x0, m0)
+    lat["cpu"] = cpu_summary()  # the int8/float ratio is the CPU's as much as the model's
     op_counts: dict[str, dict[str, Any]] = {}
     for op in ops:
         d = op_counts.setdefault(op["op"], {"count": 0, "dtype": "/".join(op["outputs"])})

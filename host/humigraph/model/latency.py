@@ -3,13 +3,70 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["delegation", "latency_side_by_side"]
+__all__ = ["cpu_summary", "delegation", "describe_cpu", "latency_side_by_side"]
+
+# what decides int8 against float here: x86 dot-product and matrix extensions, ARM's dot product
+# and int8 matrix multiply (a Jetson Orin's Cortex-A78AE has asimddp)
+_FEATURES = (
+    "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+    "asimddp", "i8mm", "sve",
+)  # fmt: skip
+
+
+def cpu_summary(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU that timed the models: INT8 against float32 depends on it (the same files took
+    0.87x on a Zen 4 EPYC, 1.02x on a Zen 5 and 1.13x on an Intel Xeon; docs/BENCHMARKS.md).
+    Read from ``/proc/cpuinfo`` (or ``cpuinfo``, its text); fields it lacks are None."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break  # one processor's block is enough: the rest repeat it
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            first.setdefault(key.strip().lower(), value.strip())
+    flags = set((first.get("flags") or first.get("features") or "").split())
+
+    def number(key: str) -> int | None:
+        try:
+            return int(first[key], 0)
+        except (KeyError, ValueError):
+            return None
+
+    return {
+        "name": first.get("model name") or first.get("hardware") or platform.processor() or None,
+        "family": number("cpu family"),
+        "model": number("model"),
+        "part": first.get("cpu part"),  # ARM: which core (0xd42: Cortex-A78AE)
+        "features": [f for f in _FEATURES if f in flags],
+        "cpus": os.cpu_count(),
+    }
+
+
+def describe_cpu(cpu: dict[str, Any]) -> str:
+    """One line for a benchmark's header, e.g. ``AMD EPYC, family 25 model 17 (avx2 ...)``."""
+    parts = [cpu.get("name") or "unknown CPU"]
+    if cpu.get("family") is not None:
+        parts.append(f"family {cpu['family']} model {cpu.get('model')}")
+    elif cpu.get("part"):
+        parts.append(f"part {cpu['part']}")
+    features = " ".join(cpu.get("features") or []) or "none of " + " ".join(_FEATURES[:3])
+    return f"{', '.join(parts)} ({features})"
 
 
 def _interpreter(path: Path, threads: int = 1, allocate: bool = True) -> Any:

@@ -530,6 +530,11 @@ def write_markdown(path: Path, card: ModelCard, plots: dict[str, str]) -> None:
             f"Latency: one site window, {runs} calls of each model interleaved (INT8, float32, "
             "float32, INT8, ...), so that load on the machine falls on both alike.",
         ]
+    cpu = m.get("latency", {}).get("cpu")
+    if cpu:
+        from .latency import describe_cpu
+
+        lines += [f"Timed on: {describe_cpu(cpu)}, {cpu.get('cpus')} CPUs."]
     ev = m.get("evaluation", {})
     lines += ["", f"Evaluation data: {ev.get('data', 'n/a')} ({ev.get('windows', 0)} windows).", ""]
     lines += _evaluate_section(m.get("evaluate") or {})
