@@ -22,8 +22,9 @@ _FEATURES = (
 
 
 def cpu_summary(cpuinfo: str | None = None) -> dict[str, Any]:
-    """The CPU that timed the models: INT8 against float32 depends on it (the same files took
-    0.87x on a Zen 4 EPYC, 1.02x on a Zen 5 and 1.13x on an Intel Xeon; docs/BENCHMARKS.md).
+    """The CPU that timed the models: INT8 against float32 depends on it (the committed files
+    took 0.87x on a Zen 4 EPYC and 1.02x on a Zen 5, the model before 1.13x on an Intel Xeon;
+    docs/BENCHMARKS.md).
     Read from ``/proc/cpuinfo`` (or ``cpuinfo``, its text); fields it lacks are None."""
     if cpuinfo is None:
         try:
@@ -44,7 +45,7 @@ def cpu_summary(cpuinfo: str | None = None) -> dict[str, Any]:
 
     def number(key: str) -> int | None:
         try:
-            return int(first[key], 0)
+            return int(first[key])
         except (KeyError, ValueError):
             return None
 
@@ -65,7 +66,7 @@ def describe_cpu(cpu: dict[str, Any]) -> str:
         parts.append(f"family {cpu['family']} model {cpu.get('model')}")
     elif cpu.get("part"):
         parts.append(f"part {cpu['part']}")
-    features = " ".join(cpu.get("features") or []) or "none of " + " ".join(_FEATURES[:3])
+    features = " ".join(cpu.get("features") or []) or "no int8 extension listed"
     return f"{', '.join(parts)} ({features})"
 
 
