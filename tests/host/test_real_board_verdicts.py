@@ -7,34 +7,20 @@ fault goal still held: this log is what showed it. Skips when ../shared is absen
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-from pathlib import Path
-
 import numpy as np
-import pytest
 from humigraph.demo import REPO_MODEL
 from humigraph.model.data import make_windows
 from humigraph.model.data_types import Recording
 from humigraph.model.evaluate import _run
 from humigraph.runtime import Runtime
-
-LOG = Path(__file__).resolve().parents[2].parent / "shared/data/esp32-dht22/data_2025_08_30.csv"
+from support.real_data import esp32_dht22
 
 
 def _esp32_log() -> Recording:
-    if not LOG.is_file():
-        pytest.skip(f"{LOG} is absent (real datasets live in ../shared/data)")
-    ts, t, rh = [], [], []
-    with LOG.open() as fh:
-        for row in csv.reader(fh):
-            when = dt.datetime.strptime(row[0], "%Y-%m-%d %H:%M:%S")
-            ts.append(when.replace(tzinfo=dt.timezone.utc).timestamp())
-            t.append(float(row[1]))
-            rh.append(float(row[2]))
+    ts, t, rh = esp32_dht22()
     return Recording(
-        name="esp32-dht22", site="esp32", nodes=["esp32"], ts=[np.array(ts)],
-        t=[np.array(t)], rh=[np.array(rh)], ok=[np.ones(len(ts), bool)],
+        name="esp32-dht22", site="esp32", nodes=["esp32"], ts=[ts], t=[t], rh=[rh],
+        ok=[np.ones(len(ts), bool)],
     )  # fmt: skip
 
 

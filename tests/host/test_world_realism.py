@@ -6,27 +6,16 @@ Skips when the data folder is absent. The numbers printed here are the ones in d
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-from pathlib import Path
-
 import numpy as np
 import pytest
 from humigraph.world.export import generate
 from humigraph.world.physics import abs_humidity, simulate
 from humigraph.world.site import make_site
+from support.real_data import esp32_dht22, need
 
 pytestmark = pytest.mark.timeout(60)
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 START = 1764374400.0
-
-
-def _need(sub: str) -> Path:
-    p = DATA / sub
-    if not p.is_dir():
-        pytest.skip(f"{p} is absent (real datasets live in ../shared/data)")
-    return p
 
 
 def step_stats(t: np.ndarray, rh: np.ndarray) -> dict[str, float]:
@@ -41,21 +30,8 @@ def step_stats(t: np.ndarray, rh: np.ndarray) -> dict[str, float]:
     }
 
 
-def real_dht22() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = []
-    with open(_need("esp32-dht22") / "data_2025_08_30.csv") as fh:
-        for r in csv.reader(fh):
-            try:
-                ts = dt.datetime.strptime(r[0], "%Y-%m-%d %H:%M:%S").timestamp()
-            except ValueError:
-                continue
-            rows.append((ts, float(r[1]), float(r[2])))
-    a = np.array(rows)
-    return a[:, 0], a[:, 1], a[:, 2]
-
-
 def test_dht22_step_sizes_and_resolution_match_a_real_log() -> None:
-    ts, t_real, rh_real = real_dht22()
+    ts, t_real, rh_real = esp32_dht22()
     interval = float(np.median(np.diff(ts)))
     real = step_stats(t_real, rh_real)
     days = len(ts) * interval / 86400.0
@@ -88,7 +64,7 @@ def room_climate_a() -> tuple[list[float], list[float], float, float]:
     rises_ah: list[float] = []
     spreads_t: list[np.ndarray] = []
     spreads_rh: list[np.ndarray] = []
-    files = sorted(_need("room-climate-A").glob("*.csv"))
+    files = sorted(need("room-climate-A").glob("*.csv"))
     if not files:
         pytest.skip("no Room-Climate A measurement files")
     for f in files:
