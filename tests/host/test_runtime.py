@@ -87,7 +87,7 @@ def test_runtime_does_not_import_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         # humigraph bench model runs where only a TFLite runtime is installed (a Jetson)
         "from humigraph.bench_model import run_model_bench\n"
-        f"run_model_bench({str(INT8)!r}, {str(FP32)!r}, rounds=1, runs=10)\n"
+        f"run_model_bench({str(INT8)!r}, {str(FP32)!r}, rounds=1, runs=10, probe=True)\n"
         "assert 'tensorflow' not in sys.modules, 'bench model imported tensorflow'\n"
         "print('ok', sorted(out))\n"
     )
@@ -171,6 +171,58 @@ def test_bench_model_times_int8_and_float_side_by_side(capsys: pytest.CaptureFix
     assert r["delegate"]["fp32"] == {}  # XNNPACK takes the whole float graph
     assert main(["bench", "model", "--runs", "5"]) == 2
     assert "--runs >= 10" in capsys.readouterr().err
+
+
+def test_bench_model_probe_times_the_graph_with_every_op_delegated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--probe: the committed INT8 file's two SOFTMAXes (outside XNNPACK) swapped, each alone
+    and both, timed beside float32 in the same calls; with both swapped nothing stays out."""
+    pytest.importorskip("ai_edge_litert")
+    from humigraph.cli import main
+
+    assert main(["bench", "model", "--probe", "--rounds", "1", "--runs", "20", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [p["swapped"] for p in r["probes"]] == [
+        "op 78 SOFTMAX [1x64x64]",
+        "op 107 SOFTMAX [1x64x6]",
+        "all SOFTMAX",
+    ]
+    assert r["delegate"]["int8"] == {"SOFTMAX": 2}
+    one, other, both = r["probes"]
+    assert one["outside_delegate"] == other["outside_delegate"] == {"SOFTMAX": 1}
+    assert both["outside_delegate"] == {}
+    assert all(p["ratio_median"] > 0 for p in r["probes"])
+    assert main(["bench", "model", "--probe", "--rounds", "1", "--runs", "20"]) == 0
+    assert "all SOFTMAX swapped: INT8/float" in capsys.readouterr().out
+
+
+def test_delegate_probe_swaps_softmax_for_logistic_in_place(tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from humigraph.model.delegate_probe import ProbeError, softmax_ops, swap_for_logistic
+
+    buf = INT8.read_bytes()
+    ops = softmax_ops(buf)
+    assert [(o.index, o.shape) for o in ops] == [(78, (1, 64, 64)), (107, (1, 64, 6))]
+    swapped = swap_for_logistic(buf, ops[:1])
+    assert len(swapped) == len(buf) and swapped != buf  # one opcode index patched in place
+    assert [o.index for o in softmax_ops(swapped)] == [107]
+
+    def op_names(model: bytes) -> list[str]:
+        # without XNNPACK, so that every op is listed by its own name
+        plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        it = Interpreter(model_content=model, experimental_op_resolver_type=plain)
+        it.allocate_tensors()
+        return [o["op_name"] for o in it._get_ops_details() if o["op_name"] != "DELEGATE"]
+
+    before, after = op_names(buf), op_names(swap_for_logistic(buf, ops))
+    assert after.count("SOFTMAX") == 0 and before.count("SOFTMAX") == 2
+    assert after.count("LOGISTIC") == before.count("LOGISTIC") + 2
+    with pytest.raises(ProbeError, match="not a TFLite flatbuffer"):
+        softmax_ops(b"not a model at all")
+    with pytest.raises(ProbeError, match="not a SOFTMAX"):
+        swap_for_logistic(swapped, ops[:1])  # already swapped
 
 
 X86_CPUINFO = """processor\t: 0
