@@ -197,6 +197,21 @@ def test_bench_model_probe_times_the_graph_with_every_op_delegated(
     assert "all SOFTMAX swapped: INT8/float" in capsys.readouterr().out
 
 
+def test_bench_model_probe_refuses_a_file_it_cannot_patch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ai_edge_litert")
+    from humigraph.cli import main
+
+    bad = tmp_path / "bad.tflite"  # a card beside it, but no flatbuffer
+    bad.write_bytes(b"\0" * 64)
+    (tmp_path / "bad.json").write_text((MODELS / "humigraph-int8.json").read_text())
+    args = ["bench", "model", "--probe", "--model", str(bad), "--float-model", str(FP32)]
+    assert main([*args, "--rounds", "1", "--runs", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "not a TFLite flatbuffer" in err and "Traceback" not in err
+
+
 def test_delegate_probe_swaps_softmax_for_logistic_in_place(tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..errors import HumigraphError
+from ..errors import ModelError
 
 __all__ = ["ProbeError", "SwappableOp", "softmax_ops", "swap_for_logistic"]
 
@@ -27,7 +27,7 @@ _SOFTMAX = 25
 # Tensor.shape 0
 
 
-class ProbeError(HumigraphError):
+class ProbeError(ModelError):
     """The file cannot be probed (not a TFLite flatbuffer, or nothing to swap)."""
 
 
