@@ -236,6 +236,8 @@ def test_delegate_probe_swaps_softmax_for_logistic_in_place(tmp_path: Path) -> N
     assert after.count("LOGISTIC") == before.count("LOGISTIC") + 2
     with pytest.raises(ProbeError, match="not a TFLite flatbuffer"):
         softmax_ops(b"not a model at all")
+    with pytest.raises(ProbeError, match="damaged"):
+        softmax_ops(buf[:4] + b"TFL3" + b"\xff" * 8)  # a root table far outside the file
     with pytest.raises(ProbeError, match="not a SOFTMAX"):
         swap_for_logistic(swapped, ops[:1])  # already swapped
 

@@ -94,6 +94,13 @@ def _codes(model: _Table) -> list[int]:
 
 def softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
     """The main subgraph's SOFTMAX operators, each with its input's shape."""
+    try:
+        return _softmax_ops(buf)
+    except (struct.error, IndexError) as e:  # offsets pointing outside the file
+        raise ProbeError(f"a damaged TFLite flatbuffer ({e}): probe a file quantize wrote") from e
+
+
+def _softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
     model = _model(buf)
     codes = _codes(model)
     graph = model.tables(2)[0]
@@ -109,7 +116,13 @@ def softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
 def swap_for_logistic(buf: bytes | bytearray, ops: list[SwappableOp]) -> bytes:
     """A copy of ``buf`` with the given SOFTMAX operators running LOGISTIC instead. The file
     must already use LOGISTIC somewhere (the opcode is reused, not added)."""
-    out = bytearray(buf)
+    try:
+        return _swap(bytearray(buf), ops)
+    except (struct.error, IndexError) as e:
+        raise ProbeError(f"a damaged TFLite flatbuffer ({e}): probe a file quantize wrote") from e
+
+
+def _swap(out: bytearray, ops: list[SwappableOp]) -> bytes:
     model = _model(out)
     codes = _codes(model)
     if _LOGISTIC not in codes:
