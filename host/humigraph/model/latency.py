@@ -23,7 +23,7 @@ _FEATURES = (
 
 def cpu_summary(cpuinfo: str | None = None) -> dict[str, Any]:
     """The CPU that timed the models: INT8 against float32 depends on it (the committed files
-    took 0.87x on a Zen 4 EPYC, 1.02x on a Zen 5 and 1.02-1.10x on an AVX2-only Zen 3, the
+    took 0.87x on a Zen 4 EPYC, 1.02x on a Zen 5 and 1.02-1.16x on an AVX2-only Zen 3, the
     model before 1.13x on an Intel Xeon; docs/BENCHMARKS.md).
     Read from ``/proc/cpuinfo`` (or ``cpuinfo``, its text); fields it lacks are None."""
     if cpuinfo is None:
