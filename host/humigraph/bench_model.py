@@ -27,6 +27,10 @@ import numpy as np
 from .errors import UsageError
 
 DEFAULT_MODEL = Path("models/humigraph-int8.tflite")
+# Float32's round medians further apart than this mean the machine changed speed during the run:
+# a Zen 3 virtual machine ran at about 0.21 or 0.35-0.40 ms per call with nothing else running,
+# and INT8/float came out 1.02x in the one state and 1.10x in the other (docs/BENCHMARKS.md).
+UNSTEADY_SPREAD = 1.15
 
 
 def _window(model: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +112,10 @@ def run_model_bench(
         "fp32_ms_median": round(float(np.median([r["fp32_ms"] for r in per_round])), 4),
         "ratio_median": round(float(np.median(ratios)), 3),
         "ratio_range": [min(ratios), max(ratios)],
+        "fp32_ms_range": [
+            min(r["fp32_ms"] for r in per_round),
+            max(r["fp32_ms"] for r in per_round),
+        ],
         "delegate": {k: lat[k].get("outside_delegate") for k in ("int8", "fp32")},
         **({"probes": result_probes} if probe else {}),
     }
@@ -134,6 +142,13 @@ def table(r: dict[str, Any]) -> str:
         f"ops outside XNNPACK: INT8 {r['delegate']['int8'] or 'none'}, "
         f"float32 {r['delegate']['fp32'] or 'none'}",
     ]
+    f_lo, f_hi = r["fp32_ms_range"]
+    if f_hi > UNSTEADY_SPREAD * f_lo:
+        lines.append(
+            f"unsteady: float32's rounds took {f_lo}-{f_hi} ms, so the machine changed speed "
+            "during the run and INT8/float may have moved with it; rerun, or compare rounds "
+            "of like speed"
+        )
     if "probes" in r:
         lines += [
             "",

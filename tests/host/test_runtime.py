@@ -169,6 +169,7 @@ def test_bench_model_times_int8_and_float_side_by_side(capsys: pytest.CaptureFix
     assert row["int8_ms"] > 0 and row["fp32_ms"] > 0
     assert row["ratio"] == pytest.approx(row["int8_ms"] / row["fp32_ms"], abs=1e-3)
     assert r["delegate"]["fp32"] == {}  # XNNPACK takes the whole float graph
+    assert r["fp32_ms_range"] == [row["fp32_ms"], row["fp32_ms"]]
     assert main(["bench", "model", "--runs", "5"]) == 2
     assert "--runs >= 10" in capsys.readouterr().err
 
@@ -210,6 +211,23 @@ def test_bench_model_probe_refuses_a_file_it_cannot_patch(
     assert main([*args, "--rounds", "1", "--runs", "10"]) == 1
     err = capsys.readouterr().err
     assert "not a TFLite flatbuffer" in err and "Traceback" not in err
+
+
+def test_bench_model_table_says_when_the_machine_changed_speed() -> None:
+    from humigraph.bench_model import table
+
+    def result(fp32_ms: list[float]) -> dict[str, object]:
+        rounds = [{"int8_ms": f * 1.05, "fp32_ms": f, "ratio": 1.05} for f in fp32_ms]
+        return {
+            "machine": "x86_64", "cpu": {}, "model": "a", "baseline": "b",
+            "runs_per_round": 10, "rounds": rounds, "int8_ms_median": 0.2,
+            "fp32_ms_median": 0.19, "ratio_median": 1.05, "ratio_range": [1.05, 1.05],
+            "fp32_ms_range": [min(fp32_ms), max(fp32_ms)], "delegate": {"int8": {}, "fp32": {}},
+        }  # fmt: skip
+
+    assert "unsteady" not in table(result([0.21, 0.22, 0.21]))
+    text = table(result([0.21, 0.35, 0.38]))  # the Zen 3's two speeds within one run
+    assert "unsteady: float32's rounds took 0.21-0.38 ms" in text
 
 
 def test_delegate_probe_swaps_softmax_for_logistic_in_place(tmp_path: Path) -> None:
