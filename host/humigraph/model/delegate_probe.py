@@ -13,6 +13,8 @@ no generated schema: ``bench model`` runs where only a TFLite runtime is install
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import ModelError
@@ -92,48 +94,46 @@ def _codes(model: _Table) -> list[int]:
     return [max(c.scalar(0, "<b"), c.scalar(3, "<i")) for c in model.tables(1)]
 
 
-def softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
-    """The main subgraph's SOFTMAX operators, each with its input's shape."""
+@contextmanager
+def _damaged_is_probe_error() -> Iterator[None]:
     try:
-        return _softmax_ops(buf)
+        yield
     except (struct.error, IndexError) as e:  # offsets pointing outside the file
         raise ProbeError(f"a damaged TFLite flatbuffer ({e}): probe a file quantize wrote") from e
 
 
-def _softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
-    model = _model(buf)
-    codes = _codes(model)
-    graph = model.tables(2)[0]
-    tensors = graph.tables(0)
-    out = []
-    for i, op in enumerate(graph.tables(3)):
-        if codes[op.scalar(0, "<I")] == _SOFTMAX:
-            first = op.ints(1)[0]
-            out.append(SwappableOp(i, tuple(tensors[first].ints(0))))
-    return out
+def softmax_ops(buf: bytes | bytearray) -> list[SwappableOp]:
+    """The main subgraph's SOFTMAX operators, each with its input's shape."""
+    with _damaged_is_probe_error():
+        model = _model(buf)
+        codes = _codes(model)
+        graph = model.tables(2)[0]
+        tensors = graph.tables(0)
+        out = []
+        for i, op in enumerate(graph.tables(3)):
+            if codes[op.scalar(0, "<I")] == _SOFTMAX:
+                first = op.ints(1)[0]
+                out.append(SwappableOp(i, tuple(tensors[first].ints(0))))
+        return out
 
 
 def swap_for_logistic(buf: bytes | bytearray, ops: list[SwappableOp]) -> bytes:
     """A copy of ``buf`` with the given SOFTMAX operators running LOGISTIC instead. The file
     must already use LOGISTIC somewhere (the opcode is reused, not added)."""
-    try:
-        return _swap(bytearray(buf), ops)
-    except (struct.error, IndexError) as e:
-        raise ProbeError(f"a damaged TFLite flatbuffer ({e}): probe a file quantize wrote") from e
-
-
-def _swap(out: bytearray, ops: list[SwappableOp]) -> bytes:
-    model = _model(out)
-    codes = _codes(model)
-    if _LOGISTIC not in codes:
-        raise ProbeError("the model has no LOGISTIC op whose opcode a probe could reuse")
-    logistic = codes.index(_LOGISTIC)
-    graph_ops = model.tables(2)[0].tables(3)
-    for o in ops:
-        op = graph_ops[o.index]
-        p = op.field(0)
-        if not p or codes[struct.unpack_from("<I", out, p)[0]] != _SOFTMAX:
-            # an absent opcode_index means opcode 0, stored nowhere to patch in place
-            raise ProbeError(f"{o.describe()}: not a SOFTMAX with its opcode stored in the file")
-        struct.pack_into("<I", out, p, logistic)
+    out = bytearray(buf)
+    with _damaged_is_probe_error():
+        model = _model(out)
+        codes = _codes(model)
+        if _LOGISTIC not in codes:
+            raise ProbeError("the model has no LOGISTIC op whose opcode a probe could reuse")
+        logistic = codes.index(_LOGISTIC)
+        graph_ops = model.tables(2)[0].tables(3)
+        for o in ops:
+            p = graph_ops[o.index].field(0)
+            if not p or codes[struct.unpack_from("<I", out, p)[0]] != _SOFTMAX:
+                # an absent opcode_index means opcode 0, stored nowhere to patch in place
+                raise ProbeError(
+                    f"{o.describe()}: not a SOFTMAX with its opcode stored in the file"
+                )
+            struct.pack_into("<I", out, p, logistic)
     return bytes(out)
