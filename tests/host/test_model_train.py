@@ -99,6 +99,33 @@ def test_source_balance_weighs_each_source_alike_in_its_own_scale() -> None:
         assert weight.tolist() == [1.0, 1.0]
 
 
+def test_insight_classes_weigh_alike_within_each_source_when_asked() -> None:
+    from humigraph.model.train import SourceBalance, _batch, insight_class_weights
+
+    w = synthetic_windows(40, 9)
+    w.source = np.array([0] * 20 + [1] * 20)  # type: ignore[attr-defined]
+    w.y_insight[:, 0] = 0.0
+    w.y_insight[:5, 0] = 1.0  # source 0: occupied 5 windows of 20
+    w.y_insight[20:38, 0] = 1.0  # source 1: 18 of 20, its 2 empty ones would weigh 5 each
+    w.y_insight[:, 1] = 0.0  # ventilation: never seen, nothing to balance
+    w.y_insight_mask[35:, :] = 0.0  # unlabelled windows do not count
+    cw = insight_class_weights(w.take(np.arange(20)))
+    assert cw[:, 0].tolist() == pytest.approx([20 / 30, 20 / 10])  # no, yes: half the total each
+    assert cw[:, 1].tolist() == [1.0, 1.0]
+    # source 1 has 15 labelled windows, 15 yes: one class only, nothing to balance
+    assert insight_class_weights(w.take(np.arange(20, 40)))[:, 0].tolist() == [1.0, 1.0]
+    w.y_insight[33, 0] = 0.0  # now 14 yes, 1 no: the no would weigh 7.5, capped
+    assert insight_class_weights(w.take(np.arange(20, 40)), cap=2.0)[:, 0].tolist() == (
+        pytest.approx([2.0, 15 / 28])
+    )
+    idx = np.array([0, 10, 33, 34])
+    kw = dict(balance=SourceBalance(w), permute=False, card=CARD)
+    on = _batch(w, idx, None, balance_insight=True, **kw)["insight_w"]
+    assert on[:, 0].tolist() == pytest.approx([2.0, 2 / 3, 2.0, 15 / 28])
+    assert (on[:, 1] == 1.0).all()
+    assert (_batch(w, idx, None, **kw)["insight_w"] == 1.0).all()  # off by default
+
+
 def test_batches_start_healthy_boards_late_and_leave_faulty_ones_whole() -> None:
     from humigraph.model.train import SourceBalance, _batch
 
@@ -625,6 +652,12 @@ def test_cli_train_puts_the_reads_feature_on_the_card_unless_no_reads(tmp_path: 
     for flag, features in (([], (*FEATURES, "reads")), (["--no-reads"], FEATURES)):
         out = tmp_path / (flag[0] if flag else "default")
         assert _tiny_train_card(out, flag).features == features
+
+
+def test_cli_train_balances_insight_classes_only_when_asked(tmp_path: Path) -> None:
+    for flags, on in (([], False), (["--balance-insight"], True)):
+        card = _tiny_train_card(tmp_path / str(on), flags)
+        assert card.training["config"]["balance_insight"] is on
 
 
 def test_cli_train_card_says_the_sparsest_reads_it_was_trained_on(tmp_path: Path) -> None:

@@ -154,6 +154,16 @@ def register(subparsers: Any) -> None:
         ),
     )
     t.add_argument(
+        "--balance-insight",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help=(
+            "weigh each insight's yes and no windows alike within each source in the insight "
+            "loss, a window at most 2 times (default: off; on four seeds it raised occupancy "
+            "and ventilation but called a real board faulty on two: docs/BENCHMARKS.md)"
+        ),
+    )
+    t.add_argument(
         "--reads",
         action=argparse.BooleanOptionalAction,
         default=READS_FEATURE,
@@ -653,6 +663,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps_per_epoch,
         source_weights=source_weights,
         steep_ok_weight=args.steep_ok_weight,
+        balance_insight=args.balance_insight,
         progress=not args.quiet,
     )
     info = {
