@@ -106,9 +106,9 @@ def test_insight_classes_weigh_alike_within_each_source_when_asked() -> None:
     w.source = np.array([0] * 20 + [1] * 20)  # type: ignore[attr-defined]
     w.y_insight[:, 0] = 0.0
     w.y_insight[:5, 0] = 1.0  # source 0: occupied 5 windows of 20
-    w.y_insight[20:38, 0] = 1.0  # source 1: 18 of 20, its 2 empty ones would weigh 5 each
+    w.y_insight[20:38, 0] = 1.0  # source 1: 18 of 20, but 35.. are unlabelled and do not count
     w.y_insight[:, 1] = 0.0  # ventilation: never seen, nothing to balance
-    w.y_insight_mask[35:, :] = 0.0  # unlabelled windows do not count
+    w.y_insight_mask[35:, :] = 0.0
     cw = insight_class_weights(w.take(np.arange(20)))
     assert cw[:, 0].tolist() == pytest.approx([20 / 30, 20 / 10])  # no, yes: half the total each
     assert cw[:, 1].tolist() == [1.0, 1.0]

@@ -76,7 +76,8 @@ class TrainConfig:
     # oven; steep_nodes): such nodes are rare, and the committed model calls showers stuck
     steep_ok_weight: float = 1.0
     # each insight's yes and no windows weigh alike within each source in the insight loss
-    # (balanced accuracy is the goal's measure; Room-Climate is occupied in a minority of windows)
+    # (train --balance-insight; balanced accuracy is the goal's measure, and the simulator's
+    # sites are occupied in 93 % of windows, the UCI office in 21 %); needs balance_sources
     balance_insight: bool = False
     progress: bool = True
 
@@ -184,7 +185,9 @@ class SourceBalance:
     are therefore divided by that source's own typical change, and each source's windows weigh
     alike in total in the forecast and insight losses (weights average 1 over the training set).
     The fault loss keeps every window alike: weighing UCI's one office sensor like a whole
-    simulated site made its false alarms set the fault rule (docs/model.md). ``factors`` (one
+    simulated site made its false alarms set the fault rule (docs/model.md). With
+    ``insight_batch`` each source's insight labels can also weigh their two classes alike
+    (``TrainConfig.balance_insight``). ``factors`` (one
     per source id, ``train --source-weight``) then tilt that balance; weighing Room-Climate
     twice was tried on five seeds and dropped (docs/BENCHMARKS.md)."""
 
